@@ -1,0 +1,174 @@
+"""The `llmwatch` command: one entry point for operators, analysts and the demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from llmwatch.errors import ConfigurationError, LlmwatchError
+from streams.settings import Settings
+
+app = typer.Typer(
+    help="Watch LLMs in production: events through Kafka and Faust into ClickHouse.\n\n"
+    "Settings come from LLMWATCH_* environment variables (or a .env file); the defaults run an embedded "
+    "broker and store under ~/.llmwatch. The embedded broker keeps nothing across restarts; "
+    "ClickHouse is the durable record.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LLMWATCH_{'__'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from exc
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def up() -> None:
+    """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
+    the store, and the ingest worker. Stop with Ctrl-C."""
+    from streams.broker import EmbeddedBroker
+    from streams.worker import run_worker
+
+    settings = load_settings()
+    _logging(settings)
+    if not settings.embedded_broker:
+        run_worker(settings)
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(settings.embedded_kafka_port, log_file=settings.data_dir / "broker.log")
+    broker.start()
+    console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
+    try:
+        run_worker(settings)
+    finally:
+        broker.stop()
+
+
+@app.command()
+def worker() -> None:
+    """Run only the ingest worker, against the configured broker and store (scale out by running more)."""
+    from streams.worker import run_worker
+
+    settings = load_settings()
+    _logging(settings)
+    run_worker(settings)
+
+
+@app.command()
+def broker() -> None:
+    """Run only the embedded broker on LLMWATCH_EMBEDDED_KAFKA_PORT, until Ctrl-C."""
+    import signal
+
+    from streams.broker import EmbeddedBroker
+    from streams.topics import ensure_topics
+
+    settings = load_settings()
+    _logging(settings)
+    with EmbeddedBroker(settings.embedded_kafka_port) as embedded:
+        ensure_topics(embedded.bootstrap_servers, settings.topics)
+        console.print(f"embedded broker on {embedded.bootstrap_servers}; Ctrl-C stops it")
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the ClickHouse tables and apply retention; safe to run again."""
+    from streams.store import connect
+    from streams.store import migrate as apply
+
+    settings = load_settings()
+    client = connect(settings.store_dsn)
+    try:
+        console.print(f"store at schema version {apply(client, settings.retention)}")
+    finally:
+        client.close()
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(min=1, help="How many messages to publish.")] = 3000,
+    rate: Annotated[float, typer.Option(min=1, help="Messages per second.")] = 1000,
+    feedback_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of requests that get feedback.")] = 0.3,
+    malformed_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of malformed messages.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Random seed for reproducible traffic.")] = 7,
+    keep_running: Annotated[bool, typer.Option(help="Leave the stack it started running.")] = False,
+) -> None:
+    """Publish realistic inference and feedback traffic (some malformed) and show it land in ClickHouse.
+
+    Starts the embedded stack for the duration unless one is already running (or an external Kafka
+    is configured), then checks that every event is a row or a dead letter."""
+    from llmwatch.demo import run_demo
+    from streams.traffic import TrafficMix
+
+    mix = TrafficMix(feedback_ratio=feedback_ratio, malformed_ratio=malformed_ratio)
+    settings = load_settings()
+    if not run_demo(settings, events=events, rate=rate, mix=mix, seed=seed, keep_running=keep_running,
+                    console=console):
+        raise typer.Exit(1)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL, e.g. \"SELECT model, count() FROM inference_events GROUP BY model\"")],
+    format: Annotated[Literal["table", "csv", "json"], typer.Option("--format", "-f")] = "table",
+) -> None:
+    """Query ClickHouse. Replayed duplicates are collapsed (FINAL). With the embedded store, the query goes
+    through the running worker that owns it, or opens the store directly when none runs."""
+    from streams.sql import query as run
+
+    result = run(load_settings(), query)
+    if format == "json":
+        for row in result.rows:
+            sys.stdout.write(json.dumps(dict(zip(result.columns, row, strict=True)), default=str) + "\n")
+    elif format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        table = Table(*result.columns)
+        for row in result.rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="Where to write <kind>.schema.json")]) -> None:
+    """Write one JSON Schema per event kind, for producers in other languages."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        console.print(str(path))
+
+
+def main() -> None:
+    try:
+        app()
+    except LlmwatchError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        sys.exit(1)

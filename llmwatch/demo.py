@@ -1,0 +1,124 @@
+"""`llmwatch demo`: publish realistic traffic (some of it malformed) and show it land, reconciled."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from llmwatch.errors import LlmwatchError
+from streams.publisher import Publisher
+from streams.settings import Settings
+from streams.sql import query, running_worker
+from streams.traffic import TrafficMix, traffic
+
+COUNTED = ("inference_events", "feedback_events", "dead_letters")
+
+
+def start_stack(settings: Settings, console: Console, timeout: float = 120.0) -> subprocess.Popen[bytes]:
+    """`llmwatch up` as a child process; returns once its worker owns the store and answers."""
+    log_path = settings.data_dir / "logs" / "up.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"starting the embedded stack ([bold]llmwatch up[/], log: {log_path})")
+    with log_path.open("ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "llmwatch", "up"], stdout=log, stderr=subprocess.STDOUT,
+                                 env=os.environ.copy())
+    deadline = time.monotonic() + timeout
+    while (worker := running_worker(settings)) is None or worker["pid"] != child.pid:
+        if child.poll() is not None:
+            raise LlmwatchError(f"`llmwatch up` exited with code {child.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            child.terminate()
+            raise LlmwatchError(f"`llmwatch up` was not ready after {timeout:.0f} s; see {log_path}")
+        time.sleep(0.2)
+    return child
+
+
+def row_counts(settings: Settings) -> dict[str, int]:
+    sql = " UNION ALL ".join(f"SELECT '{t}', count() FROM {t}" for t in COUNTED)
+    return {table: int(n) for table, n in query(settings, sql).rows}
+
+
+def publish(settings: Settings, events: int, rate: float, mix: TrafficMix, seed: int, console: Console) -> Counter:
+    sent: Counter[str] = Counter()
+    rng = random.Random(seed)
+    topic_of = {"inference": settings.topics.inference, "feedback": settings.topics.feedback,
+                "malformed": settings.topics.inference}
+    start = time.monotonic()
+    with Publisher.from_settings(settings) as publisher, Progress(console=console) as progress:
+        task = progress.add_task("publishing", total=events)
+        for n, (kind, payload, key) in enumerate(traffic(rng, mix)):
+            if n >= events:
+                break
+            publisher.publish_raw(topic_of[kind], payload, key)
+            sent[kind] += 1
+            progress.advance(task)
+            ahead = (n + 1) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        publisher.flush()
+    return sent
+
+
+def wait_for(settings: Settings, expected: dict[str, int], timeout: float, console: Console) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the worker to store everything"):
+        while (counts := row_counts(settings)) != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+    return counts
+
+
+def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, seed: int, keep_running: bool,
+             console: Console) -> bool:
+    child = None
+    if settings.embedded_broker and running_worker(settings) is None:
+        child = start_stack(settings, console)
+    try:
+        before = row_counts(settings)
+        sent = publish(settings, events, rate, mix, seed, console)
+        expected = {
+            "inference_events": before["inference_events"] + sent["inference"],
+            "feedback_events": before["feedback_events"] + sent["feedback"],
+            "dead_letters": before["dead_letters"] + sent["malformed"],
+        }
+        after = wait_for(settings, expected, timeout=60 + events / 500, console=console)
+        ok = after == expected
+        report(settings, sent, before, after, ok, console)
+        if child is not None and keep_running:
+            console.print(f"the stack keeps running (pid {child.pid}); stop it with Ctrl-C or `kill {child.pid}`")
+            child = None
+        return ok
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(30)
+
+
+def report(settings: Settings, sent: Counter, before: dict[str, int], after: dict[str, int], ok: bool,
+           console: Console) -> None:
+    table = Table(title="published vs stored (this run)")
+    for column in ("kind", "published", "landed in", "rows added"):
+        table.add_column(column)
+    for kind, target in (("inference", "inference_events"), ("feedback", "feedback_events"),
+                         ("malformed", "dead_letters")):
+        table.add_row(kind, str(sent[kind]), target, str(after[target] - before[target]))
+    console.print(table)
+    total_in = sum(sent.values())
+    total_out = sum(after[t] - before[t] for t in COUNTED)
+    verdict = "[green]reconciled[/]" if ok else "[red]NOT reconciled[/]"
+    console.print(f"events in: {total_in} = rows stored + dead letters: {total_out}  {verdict}")
+    summary = query(settings, Path(__file__).with_name("demo_summary.sql").read_text())
+    result = Table(title="latency and feedback by model/adapter (all data in the store)")
+    for column in summary.columns:
+        result.add_column(column)
+    for row in summary.rows:
+        result.add_row(*map(str, row))
+    console.print(result)

@@ -1,0 +1,223 @@
+"""The contract between producers and processors: one versioned pydantic model per event kind.
+
+Fields added later must be optional so that old and new producers and workers can run side by side;
+unknown fields are ignored for the same reason. Timestamps must carry a zone and are kept in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal, Self
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _supported_version(version: int) -> int:
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(
+            f"schema_version {version} is not supported by this worker "
+            f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)}); upgrade llmwatch"
+        )
+    return version
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Event(BaseModel):
+    """Fields every event carries: a stable id for idempotent storage, a version, a UTC time."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    table: ClassVar[str]
+    retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "events"
+    age_column: ClassVar[str] = "timestamp"
+
+    event_id: UUID = Field(default_factory=uuid4)
+    schema_version: Annotated[int, AfterValidator(_supported_version)] = SCHEMA_VERSION
+    timestamp: UtcDatetime = Field(default_factory=utcnow, description="when it happened (UTC)")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: Name
+    content: str
+
+
+class InferenceEvent(Event):
+    """One request to the model and its response; `timestamp` is when the request arrived."""
+
+    table: ClassVar[str] = "inference_events"
+
+    request_id: Name
+    model: Name
+    adapter: Name | None = Field(default=None, description="LoRA adapter that served it, if any")
+    completed_at: UtcDatetime | None = None
+    prompt: str | None = Field(default=None, description="completion-style prompt")
+    messages: list[ChatMessage] | None = Field(default=None, description="chat-style prompt")
+    response_text: str | None = None
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+    latency_ms: float = Field(ge=0, description="request arrival to last byte")
+    ttft_ms: float | None = Field(default=None, ge=0, description="time to first token")
+    status: Literal["ok", "error", "cancelled"] = "ok"
+    error: str | None = None
+    prompt_template: Name | None = None
+    prompt_template_version: Name | None = None
+    user_id: Name | None = None
+    session_id: Name | None = None
+    cohort: Name | None = None
+    language: Name | None = None
+    attributes: dict[str, str] = Field(default_factory=dict, description="any other app-supplied labels")
+
+    @model_validator(mode="after")
+    def _has_a_prompt(self) -> Self:
+        if self.prompt is None and not self.messages:
+            raise ValueError("an inference event needs `prompt` or `messages`")
+        return self
+
+    @property
+    def partition_key(self) -> str:
+        return f"{self.model}:{self.adapter}" if self.adapter else self.model
+
+
+class FeedbackEvent(Event):
+    """What a user said about one response; it may arrive before the inference event it refers to."""
+
+    table: ClassVar[str] = "feedback_events"
+
+    request_id: Name
+    thumbs: Literal["up", "down"] | None = None
+    score: float | None = Field(default=None, ge=0, le=1, description="normalised to [0, 1]")
+    comment: str | None = None
+    correction: str | None = Field(default=None, description="the answer the user expected")
+    user_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if self.thumbs is None and self.score is None and self.comment is None and self.correction is None:
+            raise ValueError("feedback needs at least one of thumbs, score, comment or correction")
+        return self
+
+
+class MetricPoint(Event):
+    """One metric value for one window; recomputing the same window reuses the same event_id."""
+
+    table: ClassVar[str] = "metric_points"
+    retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "metrics"
+    age_column: ClassVar[str] = "window_start"
+
+    name: Name
+    value: float
+    window_start: UtcDatetime
+    window_seconds: int = Field(gt=0)
+    model: str = ""
+    adapter: str = ""
+    prompt_version: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AlertEvent(Event):
+    """A rule started or stopped firing."""
+
+    table: ClassVar[str] = "alerts"
+
+    rule: Name
+    state: Literal["firing", "resolved"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    metric: Name
+    value: float
+    threshold: float
+    model: str = ""
+    adapter: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    message: str = ""
+
+
+class TrainingRunEvent(Event):
+    """A step in the life of one LoRA fine-tuning run."""
+
+    table: ClassVar[str] = "training_runs"
+
+    run_id: Name
+    status: Literal["queued", "running", "succeeded", "failed"]
+    base_model: Name
+    trigger_alert_id: UUID | None = None
+    dataset_size: int | None = Field(default=None, ge=0)
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifact_uri: str | None = None
+    error: str | None = None
+
+
+class ModelCandidateEvent(Event):
+    """A trained adapter with its evaluation, offered for deployment."""
+
+    table: ClassVar[str] = "model_candidates"
+
+    run_id: Name
+    base_model: Name
+    adapter_name: Name
+    adapter_uri: str
+    eval_metrics: dict[str, float] = Field(default_factory=dict)
+    passed_gate: bool
+    gate_reason: str = ""
+
+
+class DeploymentEvent(Event):
+    """A change to what serves traffic: load, canary, promote, roll back, unload."""
+
+    table: ClassVar[str] = "deployments"
+
+    deployment_id: Name
+    base_model: Name
+    adapter_name: Name | None = None
+    action: Literal["load", "canary", "promote", "rollback", "unload"]
+    status: Literal["started", "succeeded", "failed"]
+    traffic_percent: float = Field(default=0, ge=0, le=100)
+    reason: str = ""
+
+
+DeadLetterReason = Literal[
+    "empty", "too_large", "invalid_utf8", "not_json", "not_an_object", "unknown_schema_version",
+    "invalid_fields", "rejected_by_store",
+]
+
+
+class DeadLetterEvent(Event):
+    """Input that could not be stored, kept with its raw bytes (or a prefix), why, and where from."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
+    table: ClassVar[str] = "dead_letters"
+    retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "dead_letters"
+
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    reason: DeadLetterReason
+    detail: str
+    raw: bytes = Field(description="the raw message value, base64 in JSON, cut to a prefix")
+    raw_size: int = Field(ge=0)
+    truncated: bool
+
+
+EVENT_KINDS: dict[str, type[Event]] = {
+    "inference": InferenceEvent,
+    "feedback": FeedbackEvent,
+    "metric_point": MetricPoint,
+    "alert": AlertEvent,
+    "training_run": TrainingRunEvent,
+    "model_candidate": ModelCandidateEvent,
+    "deployment": DeploymentEvent,
+    "dead_letter": DeadLetterEvent,
+}

