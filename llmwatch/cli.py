@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -90,10 +91,8 @@ def broker() -> None:
     with EmbeddedBroker(settings.embedded_kafka_port) as embedded:
         ensure_topics(embedded.bootstrap_servers, settings.topics)
         console.print(f"embedded broker on {embedded.bootstrap_servers}; Ctrl-C stops it")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
 
 
 @app.command()
@@ -135,7 +134,7 @@ def demo(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL, e.g. \"SELECT model, count() FROM inference_events GROUP BY model\"")],
+    query: Annotated[str, typer.Argument(help='SQL, e.g. "SELECT model, count() FROM inference_events"')],
     format: Annotated[Literal["table", "csv", "json"], typer.Option("--format", "-f")] = "table",
 ) -> None:
     """Query ClickHouse. Replayed duplicates are collapsed (FINAL). With the embedded store, the query goes

@@ -31,6 +31,7 @@ def _supported_version(version: int) -> int:
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
+TokenCount = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Event(BaseModel):
@@ -66,8 +67,8 @@ class InferenceEvent(Event):
     prompt: str | None = Field(default=None, description="completion-style prompt")
     messages: list[ChatMessage] | None = Field(default=None, description="chat-style prompt")
     response_text: str | None = None
-    prompt_tokens: int | None = Field(default=None, ge=0)
-    completion_tokens: int | None = Field(default=None, ge=0)
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
     latency_ms: float = Field(ge=0, description="request arrival to last byte")
     ttft_ms: float | None = Field(default=None, ge=0, description="time to first token")
     status: Literal["ok", "error", "cancelled"] = "ok"

@@ -5,6 +5,7 @@ It keeps nothing across restarts; ClickHouse is the durable record. Production u
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import signal
@@ -23,10 +24,8 @@ log = logging.getLogger(__name__)
 
 def _die_with_parent() -> None:
     """Linux: the broker gets SIGTERM if its parent dies, even by SIGKILL, so none is orphaned."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def port_open(host: str, port: int) -> bool:

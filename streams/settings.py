@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+
 class Topics(BaseModel):
     """Kafka topic names; override one with e.g. LLMWATCH_TOPICS__INFERENCE=prod.llm.inference."""
 

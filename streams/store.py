@@ -17,7 +17,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalErr
 
 from llmwatch.errors import StoreError, StoreUnavailableError
 from schemas.events import EVENT_KINDS
-from streams.settings import Retention, Settings
+from streams.settings import Retention
 
 log = logging.getLogger(__name__)
 

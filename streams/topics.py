@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from kafka import KafkaAdminClient
@@ -27,10 +28,8 @@ def ensure_topics(bootstrap_servers: str, topics: Topics) -> list[str]:
         missing = [name for name in topics.names() if name not in set(admin.list_topics())]
         if missing:
             new = [NewTopic(name, topics.partitions, topics.replication_factor) for name in missing]
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
             log.info("created topics %s", ", ".join(missing))
         return missing
     except KafkaError as exc:

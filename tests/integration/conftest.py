@@ -1,0 +1,135 @@
+"""The real Tansu broker for the session, and llmwatch workers as real processes of their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.broker import EmbeddedBroker
+from streams.publisher import Publisher
+from streams.settings import Settings, Topics
+from streams.sql import query, running_worker
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The LLMWATCH_* variables that make a child process build these same settings."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, dict):
+            env.update({f"LLMWATCH_{name}__{k}".upper(): str(v) for k, v in value.items()})
+        else:
+            env[f"LLMWATCH_{name}".upper()] = str(value)
+    return env
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+    return result
+
+
+@dataclass
+class Worker:
+    """One `llmwatch worker` process and the settings it runs with."""
+
+    settings: Settings
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "llmwatch", "worker"], stdout=log,
+                                            stderr=subprocess.STDOUT, env=os.environ | to_env(self.settings))
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+            info = running_worker(self.settings)
+            return info is not None and info["pid"] == self.process.pid
+
+        wait_until(ready, timeout, "the worker to own the store")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(30)
+        self.process = None
+        return code
+
+    def sql(self, sql: str) -> list[list[Any]]:
+        return query(self.settings, sql).rows
+
+    def count(self, sql: str) -> int:
+        return int(self.sql(sql)[0][0])
+
+    def health(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.settings.web_port}/llmwatch/health"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def publisher(self) -> Publisher:
+        return Publisher.from_settings(self.settings)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(free_port(), log_file=log) as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="session")
+def make_worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Worker]]:
+    """Workers with their own store, topics and consumer group, so that tests never share state."""
+    started: list[Worker] = []
+
+    def make() -> Worker:
+        run = uuid.uuid4().hex[:8]
+        data_dir = tmp_path_factory.mktemp(f"worker-{run}")
+        topics = Topics(**{name: f"{run}.{topic}" for name, topic in Topics().model_dump().items()
+                           if isinstance(topic, str)})
+        settings = Settings(data_dir=data_dir, kafka_bootstrap_servers=broker.bootstrap_servers,
+                            app_id=f"llmwatch-test-{run}", web_port=free_port(), topics=topics,
+                            ingest_flush_seconds=0.2, _env_file=None)
+        ensure_topics(broker.bootstrap_servers, topics)
+        worker = Worker(settings, data_dir / "worker.log")
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        if worker.process is not None:
+            worker.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def worker(make_worker: Callable[[], Worker]) -> Worker:
+    """One running worker shared by the tests that only publish and query."""
+    return make_worker().start()

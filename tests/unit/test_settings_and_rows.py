@@ -1,0 +1,55 @@
+import json
+import random
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import InferenceEvent
+from schemas.tables import columns, to_rows
+from streams.settings import Settings
+from streams.store import migration_files, statements, ttl_clause
+from streams.traffic import inference_event
+
+
+def test_defaults_run_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LLMWATCH_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.embedded_broker and settings.embedded_store
+    assert settings.bootstrap_servers == "127.0.0.1:19092"
+    assert settings.store_dsn == f"chdb://{tmp_path.resolve()}/clickhouse"
+
+
+def test_nested_topic_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMWATCH_TOPICS__INFERENCE", "prod.inference")
+    monkeypatch.setenv("LLMWATCH_KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    settings = Settings()
+    assert settings.topics.inference == "prod.inference"
+    assert settings.topics.feedback == "llm.feedback"
+    assert not settings.embedded_broker
+
+
+def test_unknown_dsn_scheme_is_refused() -> None:
+    with pytest.raises(ValidationError, match="chdb:///abs/dir"):
+        Settings(clickhouse_dsn="postgres://x")
+
+
+def test_rows_follow_the_model_fields_and_store_messages_as_json() -> None:
+    event = inference_event(random.Random(3))
+    (row,) = to_rows([event])
+    cols = columns(InferenceEvent)
+    assert len(row) == len(cols)
+    assert row[cols.index("event_id")] == event.event_id
+    assert json.loads(row[cols.index("messages")])[0]["role"] == "user"
+
+
+def test_migrations_are_numbered_and_split_into_statements() -> None:
+    files = migration_files()
+    assert [version for version, _, _ in files] == sorted({version for version, _, _ in files})
+    creates = statements(files[0][2])
+    assert len(creates) == 8
+    assert all(stmt.startswith("CREATE TABLE IF NOT EXISTS") for stmt in creates)
+
+
+def test_ttl_clause() -> None:
+    assert ttl_clause("window_start", 30) == "toDateTime(window_start) + toIntervalDay(30)"
