@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from llmwatch.errors import ConfigurationError, LlmwatchError
-from streams.settings import Settings
+from llmwatch.drift_cli import app as drift_app
+from llmwatch.errors import LlmwatchError
+from llmwatch.probe_cli import app as probe_app
+from streams.settings import Settings, load_settings
 
 app = typer.Typer(
     help="Watch LLMs in production: events through Kafka and Faust into ClickHouse.\n\n"
@@ -28,18 +29,10 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(drift_app, name="drift")
+app.add_typer(probe_app, name="probe")
 console = Console()
 err_console = Console(stderr=True)
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"LLMWATCH_{'__'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ConfigurationError(f"invalid settings: {problems}") from exc
 
 
 def _logging(settings: Settings) -> None:
@@ -49,23 +42,63 @@ def _logging(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
-    the store, and the ingest worker. Stop with Ctrl-C."""
+    the store, and the ingest worker; with LLMWATCH_SERVING__ENABLED=true also vLLM (unless
+    LLMWATCH_SERVING__VLLM_URL is set) and the gateway. Stop with Ctrl-C."""
     from streams.broker import EmbeddedBroker
     from streams.worker import run_worker
 
     settings = load_settings()
     _logging(settings)
-    if not settings.embedded_broker:
-        run_worker(settings)
-        return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(settings.embedded_kafka_port, log_file=settings.data_dir / "broker.log")
-    broker.start()
-    console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
+    broker = None
+    if settings.embedded_broker:
+        broker = EmbeddedBroker(settings.embedded_kafka_port, log_file=settings.data_dir / "broker.log")
+        broker.start()
+        console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
+    serving = None
     try:
+        if settings.serving.enabled:
+            from serving.server import ServingStack
+
+            serving = ServingStack(settings, console.print)
+            serving.start()
         run_worker(settings)
     finally:
-        broker.stop()
+        if serving is not None:
+            serving.stop()  # first: the gateway flushes its events while the broker still runs
+        if broker is not None:
+            broker.stop()
+
+
+@app.command()
+def gateway() -> None:
+    """Run only the OpenAI-compatible gateway on LLMWATCH_SERVING__HOST:PORT (127.0.0.1:8080), in front of
+    the vLLM at LLMWATCH_SERVING__VLLM_URL (default: the one `llmwatch up` or `llmwatch vllm` starts)."""
+    from serving.server import run_gateway
+
+    settings = load_settings()
+    _logging(settings)
+    run_gateway(settings)
+
+
+@app.command()
+def vllm() -> None:
+    """Run only vLLM on 127.0.0.1:LLMWATCH_SERVING__VLLM_PORT, serving LLMWATCH_SERVING__MODEL (default:
+    SmolLM2-135M-Instruct, converted once into the data directory), until Ctrl-C."""
+    import signal
+
+    from serving.vllm_launcher import VllmServer
+
+    settings = load_settings()
+    _logging(settings)
+    server = VllmServer(settings, settings.data_dir / "logs" / "vllm.log")
+    server.start(console.print)
+    try:
+        server.wait_ready(console.print)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        server.stop()
 
 
 @app.command()
@@ -117,6 +150,9 @@ def demo(
     malformed_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of malformed messages.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed for reproducible traffic.")] = 7,
     keep_running: Annotated[bool, typer.Option(help="Leave the stack it started running.")] = False,
+    serving: Annotated[bool, typer.Option("--serving", help="Real chat requests through the gateway and vLLM "
+                                          "instead (starts them too; vLLM loads in about a minute).")] = False,
+    requests: Annotated[int, typer.Option(min=1, help="With --serving: how many chat requests.")] = 12,
 ) -> None:
     """Publish realistic inference and feedback traffic (some malformed) and show it land in ClickHouse.
 
@@ -125,8 +161,14 @@ def demo(
     from llmwatch.demo import run_demo
     from streams.traffic import TrafficMix
 
-    mix = TrafficMix(feedback_ratio=feedback_ratio, malformed_ratio=malformed_ratio)
     settings = load_settings()
+    if serving:
+        from serving.demo import run_serving_demo
+
+        if not run_serving_demo(settings, requests=requests, seed=seed, keep_running=keep_running, console=console):
+            raise typer.Exit(1)
+        return
+    mix = TrafficMix(feedback_ratio=feedback_ratio, malformed_ratio=malformed_ratio)
     if not run_demo(settings, events=events, rate=rate, mix=mix, seed=seed, keep_running=keep_running,
                     console=console):
         raise typer.Exit(1)

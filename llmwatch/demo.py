@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -15,9 +16,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from llmwatch.errors import LlmwatchError
+from processors.windows import floor_time
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.sql import query, running_worker
+from streams.sql import QueryResult, query, running_worker
 from streams.traffic import TrafficMix, traffic
 
 COUNTED = ("inference_events", "feedback_events", "dead_letters")
@@ -83,6 +85,7 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
         child = start_stack(settings, console)
     try:
         before = row_counts(settings)
+        started = datetime.now(UTC)
         sent = publish(settings, events, rate, mix, seed, console)
         expected = {
             "inference_events": before["inference_events"] + sent["inference"],
@@ -92,6 +95,7 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
         after = wait_for(settings, expected, timeout=60 + events / 500, console=console)
         ok = after == expected
         report(settings, sent, before, after, ok, console)
+        show_metrics(settings, started, console)
         if child is not None and keep_running:
             console.print(f"the stack keeps running (pid {child.pid}); stop it with Ctrl-C or `kill {child.pid}`")
             child = None
@@ -100,6 +104,37 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
         if child is not None:
             child.terminate()
             child.wait(30)
+
+
+def show_metrics(settings: Settings, since: datetime, console: Console) -> None:
+    """The first window that holds the demo's traffic, once the worker has computed it."""
+    seconds = min(settings.metrics.window_seconds)
+    window = floor_time(since, seconds) + timedelta(seconds=seconds)
+    points = f"SELECT count() FROM metric_points WHERE window_seconds = {seconds} AND " \
+             f"window_start = toDateTime64('{window:%Y-%m-%d %H:%M:%S}', 3, 'UTC') AND name = 'requests'"
+    deadline = time.monotonic() + seconds + settings.metrics.lateness_seconds + 30
+    with console.status(f"waiting for the {seconds} s window starting {window:%H:%M:%S} to close"):
+        while not int(query(settings, points).rows[0][0]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    sql = Path(__file__).with_name("demo_metrics.sql").read_text().format(
+        seconds=seconds, start=f"{window:%Y-%m-%d %H:%M:%S}")
+    print_table(query(settings, sql), f"metrics of the {seconds} s window from {window:%H:%M:%S} (metric_points)",
+                console)
+    detected = query(settings, "SELECT name, labels['attribute'], count() FROM metric_points WHERE "
+                               f"window_start = toDateTime64('{window:%Y-%m-%d %H:%M:%S}', 3, 'UTC') AND "
+                               "(name LIKE 'bias.%.detected' OR name = 'drift.window_detected') AND value = 1 "
+                               "GROUP BY 1, 2 ORDER BY 1, 2")
+    findings = [f"{name} ({attribute})" if attribute else name for name, attribute, _ in detected.rows]
+    console.print("flags raised in that window: " + (", ".join(findings) if findings else "none"))
+
+
+def print_table(result: QueryResult, title: str, console: Console) -> None:
+    table = Table(title=title)
+    for column in result.columns:
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*map(str, row))
+    console.print(table)
 
 
 def report(settings: Settings, sent: Counter, before: dict[str, int], after: dict[str, int], ok: bool,
@@ -116,9 +151,4 @@ def report(settings: Settings, sent: Counter, before: dict[str, int], after: dic
     verdict = "[green]reconciled[/]" if ok else "[red]NOT reconciled[/]"
     console.print(f"events in: {total_in} = rows stored + dead letters: {total_out}  {verdict}")
     summary = query(settings, Path(__file__).with_name("demo_summary.sql").read_text())
-    result = Table(title="latency and feedback by model/adapter (all data in the store)")
-    for column in summary.columns:
-        result.add_column(column)
-    for row in summary.rows:
-        result.add_row(*map(str, row))
-    console.print(result)
+    print_table(summary, "latency and feedback by model/adapter (all data in the store, by SQL)", console)

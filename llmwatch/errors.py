@@ -22,3 +22,7 @@ class StoreError(LlmwatchError):
 
 class StoreUnavailableError(StoreError):
     """ClickHouse is unreachable right now: retrying later may succeed."""
+
+
+class ServingError(LlmwatchError):
+    """vLLM or the gateway could not be started, or its model could not be prepared."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import faust
 
+from processors.embedding import Embedder
 from processors.ingest import Ingest
 from processors.validation import RawRecord
-from schemas.events import Event, FeedbackEvent, InferenceEvent
+from processors.window_job import WindowJob
+from schemas.events import Event, FeedbackEvent, InferenceEvent, MetricPoint
 from streams.settings import Settings
 
 
@@ -19,6 +21,7 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
     inputs: list[tuple[str, type[Event]]] = [
         (settings.topics.inference, InferenceEvent),
         (settings.topics.feedback, FeedbackEvent),
+        (settings.topics.metrics, MetricPoint),
     ]
     for topic_name, model in inputs:
 
@@ -30,3 +33,17 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
 
         agent.__name__ = agent.__qualname__ = f"ingest_{model.table}"
         app.agent(raw_topic(app, topic_name), name=agent.__name__)(agent)
+
+
+def register_metrics(app: faust.App, job: WindowJob, embedder: Embedder | None) -> None:
+    """Windows are computed by the leader only: one worker emits each point, however many run."""
+
+    @app.timer(interval=1.0, on_leader=True)
+    async def compute_closed_windows() -> None:
+        await job.tick()
+
+    if embedder is not None:
+
+        @app.task
+        async def embed_samples() -> None:
+            await embedder.run()

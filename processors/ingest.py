@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from processors.validation import Limits, RawRecord, dead_letter, decode
 from schemas.events import DeadLetterEvent, Event
@@ -13,6 +14,10 @@ from streams.writer import ClickHouseWriter
 log = logging.getLogger(__name__)
 
 PublishDeadLetters = Callable[[Sequence[DeadLetterEvent]], Awaitable[None]]
+Enrich = tuple[type[Event], Callable[[list[Any]], list[list[Any]]]]
+"""(stored model, events -> its rows): what is stored with an event (scores) is added before writing; pure."""
+Observe = Callable[[list[Event]], None]
+"""Sees the events of a stored batch (e.g. to sample them for embedding); must not block."""
 
 
 @dataclass
@@ -26,10 +31,14 @@ class IngestCounts:
 
 
 class Ingest:
-    def __init__(self, writer: ClickHouseWriter, publish_dead_letters: PublishDeadLetters, limits: Limits) -> None:
+    def __init__(self, writer: ClickHouseWriter, publish_dead_letters: PublishDeadLetters, limits: Limits, *,
+                 enrich: dict[type[Event], Enrich] | None = None,
+                 observe: dict[type[Event], Observe] | None = None) -> None:
         self.writer = writer
         self.publish_dead_letters = publish_dead_letters
         self.limits = limits
+        self.enrich = enrich or {}
+        self.observe = observe or {}
         self.counts: dict[str, IngestCounts] = {}
 
     async def __call__(self, records: Sequence[RawRecord], model: type[Event]) -> None:
@@ -37,7 +46,12 @@ class Ingest:
         decoded = [(record, decode(record, model, self.limits)) for record in records]
         good = [(record, event) for record, event in decoded if not isinstance(event, DeadLetterEvent)]
         dead = [event for _, event in decoded if isinstance(event, DeadLetterEvent)]
-        rejected = await self.writer.write([event for _, event in good])
+        events = [event for _, event in good]
+        if model in self.enrich:
+            stored_as, rows = self.enrich[model]
+            rejected = await self.writer.write_rows(stored_as, rows(events)) if events else []
+        else:
+            rejected = await self.writer.write(events)
         dead += [dead_letter(good[r.index][0], "rejected_by_store", r.error, self.limits) for r in rejected]
         if dead:
             await self.publish_dead_letters(dead)
@@ -45,6 +59,9 @@ class Ingest:
             for r in unstored:
                 log.error("dead letter %s could not be stored either (it is on the dead-letter topic): %s",
                           dead[r.index].event_id, r.error)
+        if model in self.observe:
+            refused = {r.index for r in rejected}
+            self.observe[model]([e for i, e in enumerate(events) if i not in refused])
         counts = self.counts.setdefault(model.table, IngestCounts())
         counts.received += len(records)
         counts.stored += len(good) - len(rejected)

@@ -40,6 +40,7 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     table: ClassVar[str]
+    json_fields: ClassVar[frozenset[str]] = frozenset()
     retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "events"
     age_column: ClassVar[str] = "timestamp"
 
@@ -59,6 +60,7 @@ class InferenceEvent(Event):
     """One request to the model and its response; `timestamp` is when the request arrived."""
 
     table: ClassVar[str] = "inference_events"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"messages"})
 
     request_id: Name
     model: Name
@@ -80,6 +82,9 @@ class InferenceEvent(Event):
     cohort: Name | None = None
     language: Name | None = None
     attributes: dict[str, str] = Field(default_factory=dict, description="any other app-supplied labels")
+    tokens_per_second: float | None = Field(default=None, ge=0, description="completion tokens / latency")
+    redacted: bool = Field(default=False, description="personal data was replaced in prompt or response")
+    redactions: dict[str, int] = Field(default_factory=dict, description="replacements per kind, e.g. email: 1")
 
     @model_validator(mode="after")
     def _has_a_prompt(self) -> Self:
@@ -212,6 +217,29 @@ class DeadLetterEvent(Event):
     truncated: bool
 
 
+class ScoredInferenceEvent(InferenceEvent):
+    """How an inference event is stored: the event plus the scores the ingest step gives it."""
+
+    prompt_toxicity: float = Field(ge=0, le=1)
+    response_toxicity: float | None = Field(default=None, ge=0, le=1)
+    toxic: bool
+    refusal: bool
+    sentiment: float | None = Field(default=None, ge=-1, le=1, description="VADER compound of the response")
+    groups: list[str] = Field(default_factory=list, description="demographic groups named in the prompt")
+
+
+class TextEmbedding(Event):
+    """A sampled prompt or response embedding; event_id is the inference event's."""
+
+    table: ClassVar[str] = "embeddings"
+
+    model: str
+    adapter: str
+    prompt_version: str
+    field: Literal["prompt", "response"]
+    vector: list[float]
+
+
 EVENT_KINDS: dict[str, type[Event]] = {
     "inference": InferenceEvent,
     "feedback": FeedbackEvent,
@@ -222,3 +250,8 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "deployment": DeploymentEvent,
     "dead_letter": DeadLetterEvent,
 }
+
+STORED_MODELS: tuple[type[Event], ...] = (
+    ScoredInferenceEvent, *(kind for kind in EVENT_KINDS.values() if kind is not InferenceEvent), TextEmbedding,
+)
+"""One model per ClickHouse table: what the writer writes and retention governs."""

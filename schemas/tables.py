@@ -14,8 +14,15 @@ def columns(model: type[Event]) -> list[str]:
 
 
 def to_rows(events: Sequence[Event]) -> list[list[Any]]:
-    """Rows in `columns()` order; lists of objects (chat messages) are stored as JSON text."""
-    return [
-        [json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for v in event.model_dump().values()]
-        for event in events
-    ]
+    """Rows in `columns()` order; structured fields (chat messages) are stored as JSON text."""
+    if not events:
+        return []
+    json_fields = type(events[0]).json_fields
+    rows = []
+    for event in events:
+        data = event.model_dump()
+        for name in json_fields:
+            if data[name] is not None:
+                data[name] = json.dumps(data[name], ensure_ascii=False)
+        rows.append(list(data.values()))
+    return rows

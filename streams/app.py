@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import faust
 
+from streams.kafka_transport import App
 from streams.settings import Settings
 
 
 def create_app(settings: Settings) -> faust.App:
     session = settings.kafka_session_timeout_seconds
-    return faust.App(
+    return App(
         settings.app_id,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         store="memory://",
         datadir=str(settings.data_dir / "faust"),

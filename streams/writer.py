@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -46,8 +47,8 @@ def backoff_seconds(attempt: int, cap: float, *, base: float = 0.1) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))
 
 
-def _insert(client: Client, model: type[Event], events: Sequence[Event]) -> None:
-    client.insert(model.table, to_rows(events), column_names=columns(model))
+def _insert(client: Client, model: type[Event], rows: Sequence[Sequence[Any]]) -> None:
+    client.insert(model.table, rows, column_names=columns(model))
 
 
 class ClickHouseWriter:
@@ -67,22 +68,22 @@ class ClickHouseWriter:
 
     async def write(self, events: Sequence[Event]) -> list[Rejected]:
         """Store events of one kind; returns the ones the store refused (by index), with its reason."""
-        if not events:
-            return []
-        model = type(events[0])
+        return await self.write_rows(type(events[0]), to_rows(events)) if events else []
+
+    async def write_rows(self, model: type[Event], rows: Sequence[Sequence[Any]]) -> list[Rejected]:
+        """Store rows already in `columns(model)` order (event_id first)."""
         stats = self.stats.setdefault(model.table, TableStats())
         rejected: list[Rejected] = []
-        for start in range(0, len(events), self.max_rows):
-            await self._insert_or_split(model, events, start, min(start + self.max_rows, len(events)),
-                                        stats, rejected)
+        for start in range(0, len(rows), self.max_rows):
+            await self._insert_or_split(model, rows, start, min(start + self.max_rows, len(rows)), stats, rejected)
         return rejected
 
-    async def _insert_or_split(self, model: type[Event], events: Sequence[Event], lo: int, hi: int,
+    async def _insert_or_split(self, model: type[Event], rows: Sequence[Sequence[Any]], lo: int, hi: int,
                                stats: TableStats, rejected: list[Rejected]) -> None:
         attempt = 0
         while True:
             try:
-                await self.store.call(_insert, model, events[lo:hi])
+                await self.store.call(_insert, model, rows[lo:hi])
             except RETRYABLE as exc:
                 delay = backoff_seconds(attempt, self.max_backoff_seconds)
                 stats.retries += 1
@@ -94,12 +95,12 @@ class ClickHouseWriter:
             except Exception as exc:  # the store (or the driver) refused the rows themselves
                 if hi - lo == 1:
                     stats.rejected += 1
-                    log.error("%s refused event %s: %s", model.table, events[lo].event_id, exc)
+                    log.error("%s refused event %s: %s", model.table, rows[lo][0], exc)
                     rejected.append(Rejected(lo, f"{type(exc).__name__}: {exc}"))
                     return
                 mid = (lo + hi) // 2
-                await self._insert_or_split(model, events, lo, mid, stats, rejected)
-                await self._insert_or_split(model, events, mid, hi, stats, rejected)
+                await self._insert_or_split(model, rows, lo, mid, stats, rejected)
+                await self._insert_or_split(model, rows, mid, hi, stats, rejected)
                 return
             stats.rows += hi - lo
             stats.inserts += 1

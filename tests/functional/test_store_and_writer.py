@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from schemas import EVENT_KINDS
-from schemas.events import Event
+from schemas.events import STORED_MODELS, Event
 from streams.settings import Retention
 from streams.sql import run_query
-from streams.store import migrate, schema_version
+from streams.store import migrate, migration_files, schema_version
 from streams.store_runner import StoreRunner
 from streams.traffic import inference_event
 from streams.writer import ClickHouseWriter, backoff_seconds
@@ -49,7 +48,8 @@ def count(store: StoreRunner, sql: str) -> int:
 def test_migrations_are_idempotent_and_recorded(store: StoreRunner) -> None:
     version = asyncio.run(store.call(migrate, Retention()))
     assert version == asyncio.run(store.call(schema_version)) >= 1
-    assert count(store, "SELECT count() FROM schema_migrations") == version
+    assert count(store, "SELECT count() FROM schema_migrations") == len(migration_files())
+    assert version == migration_files()[-1][0]
 
 
 def test_retention_follows_settings(store: StoreRunner) -> None:
@@ -103,7 +103,7 @@ def test_backoff_is_capped() -> None:
     assert all(0 <= backoff_seconds(attempt, 2.0) <= 2.0 for attempt in range(30))
 
 
-@pytest.mark.parametrize("model", EVENT_KINDS.values(), ids=lambda m: m.table)
+@pytest.mark.parametrize("model", STORED_MODELS, ids=lambda m: m.table)
 def test_every_event_model_matches_its_table(store: StoreRunner, model: type[Event]) -> None:
     described = asyncio.run(store.call(run_query, f"DESCRIBE TABLE {model.table}"))
     assert [row[0] for row in described.rows if row[0] != "ingested_at"] == list(model.model_fields)

@@ -36,11 +36,16 @@ def free_port() -> int:
 def to_env(settings: Settings) -> dict[str, str]:
     """The LLMWATCH_* variables that make a child process build these same settings."""
     env = {}
-    for name, value in settings.model_dump().items():
+
+    def put(name: str, value: object) -> None:
         if isinstance(value, dict):
-            env.update({f"LLMWATCH_{name}__{k}".upper(): str(v) for k, v in value.items()})
-        else:
-            env[f"LLMWATCH_{name}".upper()] = str(value)
+            for key, item in value.items():
+                put(f"{name}__{key}", item)
+        elif value is not None:
+            env[f"LLMWATCH_{name}".upper()] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+    for name, value in settings.model_dump().items():
+        put(name, value)
     return env
 
 
@@ -106,18 +111,18 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 
 @pytest.fixture(scope="session")
-def make_worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Worker]]:
+def make_worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Worker]]:
     """Workers with their own store, topics and consumer group, so that tests never share state."""
     started: list[Worker] = []
 
-    def make() -> Worker:
+    def make(**overrides: Any) -> Worker:
         run = uuid.uuid4().hex[:8]
         data_dir = tmp_path_factory.mktemp(f"worker-{run}")
         topics = Topics(**{name: f"{run}.{topic}" for name, topic in Topics().model_dump().items()
                            if isinstance(topic, str)})
         settings = Settings(data_dir=data_dir, kafka_bootstrap_servers=broker.bootstrap_servers,
                             app_id=f"llmwatch-test-{run}", web_port=free_port(), topics=topics,
-                            ingest_flush_seconds=0.2, _env_file=None)
+                            ingest_flush_seconds=0.2, _env_file=None, **overrides)
         ensure_topics(broker.bootstrap_servers, topics)
         worker = Worker(settings, data_dir / "worker.log")
         started.append(worker)
@@ -130,6 +135,6 @@ def make_worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def worker(make_worker: Callable[[], Worker]) -> Worker:
+def worker(make_worker: Callable[..., Worker]) -> Worker:
     """One running worker shared by the tests that only publish and query."""
     return make_worker().start()

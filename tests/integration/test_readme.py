@@ -36,6 +36,6 @@ def test_the_publishing_example_runs_and_its_events_land(worker: Worker) -> None
 
 
 @pytest.mark.parametrize("sql", blocks("sql"), ids=lambda sql: sql.split("\n")[0][:40])
-def test_the_five_queries_run(worker: Worker, sql: str) -> None:
-    assert len(blocks("sql")) == 5
+def test_the_queries_run(worker: Worker, sql: str) -> None:
+    assert len(blocks("sql")) >= 5
     worker.sql(sql)

