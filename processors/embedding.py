@@ -20,7 +20,7 @@ from typing import Any
 
 from processors.scoring import prompt_text
 from schemas.events import InferenceEvent, TextEmbedding
-from streams.broker import _die_with_parent
+from streams.processes import die_with_parent
 from streams.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _load_model(path: str) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    _die_with_parent()
+    die_with_parent()
     torch.set_num_threads(1)  # leave the other core to ingest
     _model = SentenceTransformer(path, device="cpu", local_files_only=True)
 

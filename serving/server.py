@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from llmwatch.errors import ConfigurationError, ServingError
 from serving.vllm_launcher import VllmServer
-from streams.broker import _die_with_parent
+from streams.processes import die_with_parent, stop_process
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class ServingStack:
         with self.gateway_log.open("ab") as output:
             self._gateway = subprocess.Popen(
                 [sys.executable, "-m", "llmwatch", "gateway"], stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=_die_with_parent, start_new_session=True,
+                stdin=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=die_with_parent, start_new_session=True,
             )
         serving = self.settings.serving
         self.progress(f"gateway on http://{serving.host}:{serving.port}/v1 (log: {self.gateway_log})")
@@ -90,12 +90,7 @@ class ServingStack:
 
     def stop(self) -> None:
         gateway, self._gateway = self._gateway, None
-        if gateway is not None and gateway.poll() is None:
-            gateway.terminate()
-            try:
-                gateway.wait(60)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
-                gateway.wait()
+        if gateway is not None:
+            stop_process(gateway, 60)
         if self.vllm is not None:
             self.vllm.stop()

@@ -6,7 +6,7 @@ deployer loads adapters into the running server. vLLM listens on loopback only; 
 
 vLLM's engine runs in a process of its own that outlives a killed API server, so vLLM gets a process
 group of its own and `stop` ends the whole group; the API server also gets SIGTERM when its parent
-dies (`_die_with_parent`), and then stops its engine itself.
+dies (`die_with_parent`), and then stops its engine itself.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from llmwatch.errors import ServingError
 from serving.model_files import default_model_dir, ensure_model
-from streams.broker import _die_with_parent, port_open
+from streams.broker import port_open
+from streams.processes import die_with_parent, stop_process
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class VllmServer:
         with self.log_file.open("ab") as output:
             self._process = subprocess.Popen(
                 vllm_command(self.settings, model), env=vllm_environment(self.settings, model), stdout=output,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
                 start_new_session=True,
             )
         progress(f"vLLM starting on {self.url} with {model} (log: {self.log_file})")
@@ -131,13 +132,7 @@ class VllmServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         log.info("vLLM stopped")

