@@ -42,8 +42,9 @@ def _select(columns: dict[str, str]) -> str:
 
 
 def _frame(client: Client, sql: str, window: Window, columns: dict[str, str]) -> pd.DataFrame:
-    result = client.query(sql, parameters={"start": window.start, "end": window.end}, settings=READ_SETTINGS)
-    return pd.DataFrame(result.result_rows, columns=list(columns))
+    """Columnar (query_df): building one Python tuple per row made a 60-s window take seconds to read."""
+    frame = client.query_df(sql, parameters={"start": window.start, "end": window.end}, settings=READ_SETTINGS)
+    return frame if len(frame.columns) else pd.DataFrame(columns=list(columns))
 
 
 def fetch_inference(client: Client, window: Window) -> pd.DataFrame:

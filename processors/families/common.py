@@ -9,7 +9,6 @@ import pandas as pd
 GROUP_KEYS = ["model", "adapter", "prompt_version"]
 
 INFERENCE_COLUMNS = {
-    "event_id": "event_id",
     "model": "model",
     "adapter": "ifNull(adapter, '')",
     "prompt_version": "ifNull(prompt_template_version, '')",

@@ -14,7 +14,7 @@ from processors.windows import MetricValue
 
 def inference(n: int, **columns: object) -> pd.DataFrame:
     defaults: dict[str, object] = {
-        "event_id": [f"e{i}" for i in range(n)], "model": "m", "adapter": "", "prompt_version": "v1",
+        "model": "m", "adapter": "", "prompt_version": "v1",
         "status": "ok", "latency_ms": np.arange(1, n + 1, dtype=float), "ttft_ms": 10.0, "prompt_tokens": 5.0,
         "completion_tokens": 10.0, "prompt_toxicity": 0.0, "response_toxicity": 0.0, "toxic": False,
         "refusal": False, "sentiment": 0.0, "cohort": "", "language": "en", "groups": [[] for _ in range(n)],

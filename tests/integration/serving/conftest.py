@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from serving.model_files import MODEL_NAME, ensure_model
 from serving.vllm_launcher import VllmServer
+from streams.broker import _die_with_parent
 from streams.settings import Serving, Settings, Topics
 from tests.integration.conftest import Worker, free_port, wait_until
 
@@ -73,7 +74,8 @@ class Gateway:
     def start(self, timeout: float = 60) -> Gateway:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], stdout=log,
-                                            stderr=subprocess.STDOUT, env=os.environ | gateway_env(self.settings))
+                                            stderr=subprocess.STDOUT, env=os.environ | gateway_env(self.settings),
+                                            preexec_fn=_die_with_parent)
 
         def ready() -> bool:
             assert self.process is not None
