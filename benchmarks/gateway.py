@@ -50,7 +50,8 @@ from pathlib import Path
 import aiohttp
 
 from serving.vllm_launcher import VllmServer
-from streams.broker import EmbeddedBroker, _die_with_parent, port_open
+from streams.broker import EmbeddedBroker, port_open
+from streams.processes import die_with_parent
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -165,7 +166,7 @@ def start_gateway(workdir: Path, bootstrap: str, vllm_url: str, port: int) -> su
     }
     log = (workdir / "gateway.log").open("ab")
     process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                               stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 60
     while not port_open("127.0.0.1", port):
         if process.poll() is not None or time.monotonic() > deadline:

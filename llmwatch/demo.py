@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -107,9 +107,9 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
 
 
 def show_metrics(settings: Settings, since: datetime, console: Console) -> None:
-    """The first window that holds the demo's traffic, once the worker has computed it."""
+    """The window in which the demo started publishing, once the worker has computed it."""
     seconds = min(settings.metrics.window_seconds)
-    window = floor_time(since, seconds) + timedelta(seconds=seconds)
+    window = floor_time(since, seconds)
     points = f"SELECT count() FROM metric_points WHERE window_seconds = {seconds} AND " \
              f"window_start = toDateTime64('{window:%Y-%m-%d %H:%M:%S}', 3, 'UTC') AND name = 'requests'"
     deadline = time.monotonic() + seconds + settings.metrics.lateness_seconds + 30

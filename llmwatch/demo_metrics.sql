@@ -9,4 +9,5 @@ SELECT
 FROM metric_points
 WHERE window_seconds = {seconds} AND window_start = toDateTime64('{start}', 3, 'UTC') AND model != ''
 GROUP BY model, adapter, prompt_version
+HAVING requests > 0
 ORDER BY model, adapter, prompt_version

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from serving.model_files import MODEL_NAME, ensure_model
 from serving.vllm_launcher import VllmServer
-from streams.broker import _die_with_parent
+from streams.processes import die_with_parent
 from streams.settings import Serving, Settings, Topics
 from tests.integration.conftest import Worker, free_port, wait_until
 
@@ -75,7 +75,7 @@ class Gateway:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], stdout=log,
                                             stderr=subprocess.STDOUT, env=os.environ | gateway_env(self.settings),
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=die_with_parent)
 
         def ready() -> bool:
             assert self.process is not None
