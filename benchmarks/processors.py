@@ -240,9 +240,11 @@ class Contention:
         return cls(load_average(), busy / wall, max(busy - ours, 0.0) / wall)
 
     def text(self) -> str:
+        flag = " (**contended**: more than 0.3 of a core went to others, so rates here are low)" \
+            if self.other_cores > 0.3 else ""
         return (f"load average {self.load[0]:.1f}/{self.load[1]:.1f}/{self.load[2]:.1f} at the end; "
                 f"{self.busy_cores:.2f} of {os.cpu_count()} cores busy, {self.other_cores:.2f} of them by "
-                "processes outside this benchmark")
+                f"processes outside this benchmark{flag}")
 
 
 # producing ----------------------------------------------------------------------------------------------
@@ -583,7 +585,8 @@ def summarize_profile(raw: Path, seconds: float, worker: int, embedder: int | No
             others.setdefault(f"{process} {thread}", Counter())[label] += count
     core = PROFILE_HZ * seconds
     main = per_thread["worker MainThread"] or 1
-    lines = ["Threads, % of one core that py-spy found on CPU (waiting for the GIL counts as busy): " + ", ".join(
+    lines = ["Threads, % of one core that py-spy found not idle (waiting for the GIL, or for a CPU on a busy "
+             "machine, counts as busy; /proc's CPU shares are in the throughput table): " + ", ".join(
         f"{name} {100 * n / core:.0f}%" for name, n in per_thread.most_common() if 100 * n / core >= 1) + ".", "",
         "Worker event loop (MainThread), frames below `Handle._run` (or `_run_once` where no callback ran), "
         "as a share of its samples on CPU:", "",
@@ -845,13 +848,12 @@ def component_costs(config: dict[str, Any]) -> dict[str, Any]:
     feedback_records = [RawRecord("llm.feedback", 0, i, p) for i, p in enumerate(feedback_payloads)]
     feedback_columns = columns(FeedbackEvent)
 
-    def ingest_feedback() -> None:
-        decoded = [decode(r, FeedbackEvent, limits) for r in feedback_records]
-        insert("feedback_events", to_rows(decoded), feedback_columns)  # type: ignore[arg-type]
-
-    _, seconds = timed(ingest_feedback)
-    costs.append(Cost("ingest", "feedback event: decode + to_rows + insert", len(feedback), seconds,
-                      note="per feedback event"))
+    feedback_events, seconds = timed(lambda: [decode(r, FeedbackEvent, limits) for r in feedback_records], repeat)
+    costs.append(Cost("ingest", "feedback event: decode", len(feedback), seconds, note="per feedback event"))
+    feedback_rows, seconds = timed(lambda: to_rows(feedback_events), repeat)  # type: ignore[arg-type]
+    costs.append(Cost("ingest", "feedback event: to_rows", len(feedback), seconds, note="per feedback event"))
+    _, seconds = timed(lambda: insert("feedback_events", feedback_rows, feedback_columns))
+    costs.append(Cost("ingest", "feedback event: store insert", len(feedback), seconds, note="per feedback event"))
 
     # embedding: the sample the embedder would take at its rate over the longest window
     chosen = sorted(rng.sample(events, min(embed_events, len(events))), key=lambda e: e.timestamp)
@@ -1301,9 +1303,6 @@ async def benchmark(args: argparse.Namespace, workdir: Path) -> Results:
     window_seconds = Settings().metrics.window_seconds
     results = Results(args, shlex.join(["python", "benchmarks/processors.py", *sys.argv[1:]]), window_seconds,
                       load_average())
-    if "components" in args.phases:
-        log("per-processor cost (child process)")
-        results.components = components(args, workdir, window_seconds)
     if {"throughput", "latency"} & set(args.phases):
         with EmbeddedBroker(free_port(), log_file=workdir / "broker.log") as broker:
             bootstrap = broker.bootstrap_servers
@@ -1314,6 +1313,9 @@ async def benchmark(args: argparse.Namespace, workdir: Path) -> Results:
                 results.latency.append(await latency_worker(args, bootstrap, workdir, window_seconds))
                 log("latency: baseline")
                 results.latency.append(await latency_baseline(args, bootstrap, workdir, window_seconds))
+    if "components" in args.phases:
+        log("per-processor cost (child process)")
+        results.components = components(args, workdir, window_seconds)
     return results
 
 
