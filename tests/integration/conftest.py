@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import pytest
 
 from streams.broker import EmbeddedBroker
+from streams.processes import die_with_parent
 from streams.publisher import Publisher
 from streams.settings import Settings, Topics
 from streams.sql import query, running_worker
@@ -58,35 +59,70 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return result
 
 
+START_TIMEOUT = 180.0
+"""How long a child may take to be ready: a liveness bound, not a speed check. A worker needs ~25 s on an idle
+2-core machine (imports, the embedding model's warm-up) and over a minute when vLLM and other tests share it."""
+
+
 @dataclass
-class Worker:
-    """One `llmwatch worker` process and the settings it runs with."""
+class Child:
+    """One `llmwatch COMMAND` process of a test. It dies with the test run, and a child that fails to become
+    ready is killed at once, its log in the error, so that it cannot load the machine for the tests after it."""
 
     settings: Settings
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    command: ClassVar[str]
 
-    def start(self, timeout: float = 60) -> Worker:
+    def env(self) -> dict[str, str]:
+        return to_env(self.settings)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = START_TIMEOUT) -> Self:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "llmwatch", "worker"], stdout=log,
-                                            stderr=subprocess.STDOUT, env=os.environ | to_env(self.settings))
+            self.process = subprocess.Popen([sys.executable, "-m", "llmwatch", self.command], stdout=log,
+                                            stderr=subprocess.STDOUT, env=os.environ | self.env(),
+                                            preexec_fn=die_with_parent)
 
-        def ready() -> bool:
+        def up() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-            info = running_worker(self.settings)
-            return info is not None and info["pid"] == self.process.pid
+                raise AssertionError(f"llmwatch {self.command} exited with {self.process.returncode}:\n"
+                                     f"{self.log_tail()}")
+            return self.ready()
 
-        wait_until(ready, timeout, "the worker to own the store")
+        try:
+            wait_until(up, timeout, f"llmwatch {self.command} to be ready")
+        except AssertionError as exc:
+            if self.process.poll() is None:
+                self.stop(signal.SIGKILL)
+                raise AssertionError(f"{exc}; its log ends:\n{self.log_tail()}") from None
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None
         self.process.send_signal(sig)
-        code = self.process.wait(30)
+        code = self.process.wait(60)
         self.process = None
         return code
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class Worker(Child):
+    """One `llmwatch worker` process and the settings it runs with."""
+
+    command: ClassVar[str] = "worker"
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        info = running_worker(self.settings)
+        return info is not None and info["pid"] == self.process.pid
 
     def sql(self, sql: str) -> list[list[Any]]:
         return query(self.settings, sql).rows

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import openai
@@ -19,9 +19,8 @@ from pydantic import SecretStr
 
 from serving.model_files import MODEL_NAME, ensure_model
 from serving.vllm_launcher import VllmServer
-from streams.processes import die_with_parent
 from streams.settings import Serving, Settings, Topics
-from tests.integration.conftest import Worker, free_port, wait_until
+from tests.integration.conftest import Child, Worker, free_port
 
 BASE_MODEL = "smollm2-135m"
 CLIENT_KEY = "sk-test-client-5f1c"
@@ -60,41 +59,23 @@ def gateway_env(settings: Settings) -> dict[str, str]:
 
 
 @dataclass
-class Gateway:
+class Gateway(Child):
     """One `llmwatch gateway` process."""
 
-    settings: Settings
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
+    command: ClassVar[str] = "gateway"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.serving.port}"
 
-    def start(self, timeout: float = 60) -> Gateway:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], stdout=log,
-                                            stderr=subprocess.STDOUT, env=os.environ | gateway_env(self.settings),
-                                            preexec_fn=die_with_parent)
+    def env(self) -> dict[str, str]:
+        return gateway_env(self.settings)
 
-        def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-            try:
-                return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout, "the gateway to answer /health")
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        code = self.process.wait(60)
-        self.process = None
-        return code
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def client(self, key: str = CLIENT_KEY) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=120)

@@ -45,10 +45,6 @@ def ask(gateway: Gateway, n: int) -> list[str]:
     return ids
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "passes alone (83 s); after the other serving tests in one session, the gateway's aiokafka producer "
-    "never gets the new Tansu's node 111 ready (NodeNotReadyError while the broker is up), so nothing "
-    "reaches the spool: an interaction not yet understood, tracked on the serving issue"))
 def test_events_spool_while_kafka_is_down_and_arrive_exactly_once(
         make_gateway: Callable[..., Gateway], tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
