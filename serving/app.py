@@ -161,15 +161,19 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": 422},
                              "detail": errors}, status_code=422)
 
-    @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         assert gateway.proxy is not None
         return gateway.refusal(request, "client") or await gateway.proxy.complete(request, "chat")
 
-    @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         assert gateway.proxy is not None
         return gateway.refusal(request, "client") or await gateway.proxy.complete(request, "completions")
+
+    # The two endpoints every request takes are plain Starlette routes: FastAPI's per-request machinery
+    # (dependency solving, its exit stack) cost 0.4 ms a request here, more than the gateway's own work,
+    # and they take no parameters for it to solve. Their schema is OpenAI's.
+    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
+    app.add_route("/v1/completions", completions, methods=["POST"], include_in_schema=False)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

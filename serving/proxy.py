@@ -139,23 +139,24 @@ class Proxy:
             response.close()
             return self._upstream_failed(exchange, started, exc, f"reading vLLM's answer failed: {exc!r}")
         answered = time.perf_counter()
-        completion = Completion()
-        try:
-            body = json.loads(data)
-        except ValueError:
-            body = data.decode(errors="replace")
-        if response.status == 200 and isinstance(body, dict):
-            completion.read_body(exchange.endpoint, body)
+        upstream = answered - sent
+        timing = f"upstream;dur={upstream * 1000:.3f}"
+        if response.status == 200 and data.lstrip()[:1] == b"{":  # read later, when the event is built
             data = data.replace(*swap, 1)
-            self._finish(exchange, completion, started, answered, "ok", None, 200)
+            exchange.answer = data
+            self._finish(exchange, Completion(), started, answered, "ok", None, 200)
+            own = max(0.0, time.perf_counter() - started - upstream)
+            self.metrics.overhead.labels(exchange.endpoint).observe(own)
+            timing += f", gateway;dur={own * 1000:.3f}"
         else:
-            self._finish(exchange, completion, started, None, "error",
+            try:
+                body = json.loads(data)
+            except ValueError:
+                body = data.decode(errors="replace")
+            self._finish(exchange, Completion(), started, None, "error",
                          f"vLLM answered {response.status}: {error_message(body)}", response.status)
-        headers = {"X-Request-ID": exchange.request_id, "Server-Timing": f"upstream;dur={(answered - sent) * 1000:.3f}"}
-        if response.status == 200:
-            self.metrics.overhead.labels(exchange.endpoint).observe(
-                max(0.0, (time.perf_counter() - started) - (answered - sent)))
-        return Response(data, status_code=response.status, headers=headers,
+        return Response(data, status_code=response.status,
+                        headers={"X-Request-ID": exchange.request_id, "Server-Timing": timing},
                         media_type=response.headers.get("Content-Type", "application/json"))
 
     def _upstream_failed(self, exchange: Exchange, started: float, exc: Exception, error: str) -> Response:
@@ -234,9 +235,6 @@ class Proxy:
         self.metrics.latency.labels(exchange.endpoint, stream).observe(exchange.latency_s)
         if exchange.ttft_s is not None:
             self.metrics.ttft.labels(exchange.endpoint, stream).observe(exchange.ttft_s)
-        for kind, tokens in (("prompt", completion.prompt_tokens), ("completion", completion.completion_tokens)):
-            if isinstance(tokens, int):
-                self.metrics.tokens.labels(kind).inc(tokens)
         self.sink.submit(exchange)
 
     async def served_models(self) -> set[str]:

@@ -7,12 +7,12 @@ building, validating, redacting and encoding the event happen in the publisher's
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from schemas.events import ChatMessage, FeedbackEvent, InferenceEvent
-from serving.openai_wire import Endpoint
+from serving.openai_wire import Completion, Endpoint
 from serving.redaction import Redactor, merge_counts
 
 NAMED_ATTRIBUTES = ("user_id", "session_id", "cohort", "language", "prompt_template", "prompt_template_version")
@@ -43,6 +43,26 @@ class Exchange:
     completed_at: datetime | None = None
     status: str = "ok"
     error: str | None = None
+    answer: bytes | None = None
+    """A non-streamed answer as vLLM sent it: read for its text and usage when the event is built, off the request
+    path."""
+
+
+def _read_answer(exchange: Exchange) -> Exchange:
+    """The exchange with a non-streamed answer's text and usage filled in (streamed ones are read as they pass)."""
+    if exchange.answer is None:
+        return exchange
+    try:
+        body = json.loads(exchange.answer)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return replace(exchange, answer=None, status="error",
+                       error=f"vLLM answered with a body that is not a JSON object: {exchange.answer[:200]!r}")
+    completion = Completion()
+    completion.read_body(exchange.endpoint, body)
+    return replace(exchange, answer=None, response_text=completion.text or None,
+                   prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
 
 
 def _text(value: Any) -> str:
@@ -75,6 +95,7 @@ def _messages(raw: Any) -> list[dict[str, str]] | None:
 
 def inference_event(exchange: Exchange, redactor: Redactor) -> InferenceEvent:
     """The event for one exchange, with personal data replaced and the replacements counted."""
+    exchange = _read_answer(exchange)
     counts: dict[str, int] = {}
 
     def clean(text: str | None) -> str | None:

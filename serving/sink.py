@@ -126,7 +126,11 @@ class EventSink:
         while not stopping:
             items = await self._take()
             stopping = any(item is _STOP for item in items)
-            records = [record for record in map(self._encode, items) if record is not None]
+            records = []
+            for item in items:
+                if (record := self._encode(item)) is not None:
+                    records.append(record)
+                await asyncio.sleep(0)  # one event at a time: a request never waits behind a whole batch
             try:
                 # When stopping, publish directly only over a live connection: no waiting to reconnect.
                 await self._publish(records, direct=not stopping or self._producer is not None)
@@ -163,6 +167,9 @@ class EventSink:
         try:
             if isinstance(item, Exchange):
                 event = inference_event(item, self.redactor)
+                for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
+                    if tokens:
+                        self.metrics.tokens.labels(kind).inc(tokens)
                 return Record(self.topics.inference, event.partition_key.encode(), event.model_dump_json().encode())
             feedback = redacted_feedback(item, self.redactor)
             return Record(self.topics.feedback, feedback.request_id.encode(), feedback.model_dump_json().encode())

@@ -34,6 +34,21 @@ def test_timings_tokens_and_rate() -> None:
     assert event.attributes == {"gateway.endpoint": "chat", "gateway.stream": "false"}
 
 
+def test_a_non_streamed_answer_is_read_for_text_and_usage_when_the_event_is_built() -> None:
+    answer = (b'{"id":"r1","choices":[{"index":0,"message":{"role":"assistant","content":"Mail ann@example.com"}}],'
+              b'"usage":{"prompt_tokens":12,"completion_tokens":5}}')
+    raw = exchange(response_text=None, prompt_tokens=None, completion_tokens=None, answer=answer)
+    event = inference_event(raw, REDACTOR)
+    assert (event.response_text, event.prompt_tokens, event.completion_tokens) == ("Mail [EMAIL]", 12, 5)
+    assert (event.status, event.tokens_per_second) == ("ok", 10.0)
+    assert raw.answer == answer and raw.response_text is None  # building the event changes nothing
+
+
+def test_an_answer_that_is_not_a_json_object_is_an_error_event() -> None:
+    event = inference_event(exchange(response_text=None, answer=b'{"choices": [trunc'), REDACTOR)
+    assert event.status == "error" and event.error is not None and "not a JSON object" in event.error
+
+
 def test_metadata_fills_the_named_fields_and_the_rest_are_attributes() -> None:
     metadata = {"user_id": "u-7", "session_id": "s-1", "cohort": "pro", "language": "de", "prompt_template": "faq",
                 "prompt_template_version": 3, "channel": "web", "ab": {"arm": "b"}}

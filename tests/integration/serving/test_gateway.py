@@ -63,6 +63,8 @@ def test_a_chat_completion_is_answered_and_becomes_an_event(gateway: Gateway, wo
     assert completion.id == request_id
     assert completion.choices[0].message.content
     assert completion.usage is not None and completion.usage.completion_tokens > 0
+    timing = dict(part.strip().split(";dur=") for part in raw.headers["server-timing"].split(","))
+    assert set(timing) == {"upstream", "gateway"} and float(timing["upstream"]) > float(timing["gateway"]) > 0
 
     (row,) = stored(worker, request_id)
     assert (row["model"], row["adapter"], row["status"], row["error"]) == (BASE_MODEL, None, "ok", None)
