@@ -20,9 +20,9 @@ from aiohttp import web
 ANSWER = "Open Settings, then Security, then Reset password."
 
 
-def chunk(request_id: str, model: str, delta: dict[str, str], **extra: object) -> bytes:
+def chunk(request_id: str, model: str, choices: list[dict[str, object]], **extra: object) -> bytes:
     body = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": 0, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}
+            "choices": choices, **extra}
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
@@ -41,11 +41,10 @@ def make_app(delay: float) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for word in ANSWER.split(" "):
-            await response.write(chunk(request_id, model, {"content": word + " "}))
+            delta = {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
+            await response.write(chunk(request_id, model, [delta]))
         if (body.get("stream_options") or {}).get("include_usage"):
-            usage_chunk = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk", "created": 0,
-                           "model": model, "choices": [], "usage": usage}
-            await response.write(f"data: {json.dumps(usage_chunk)}\n\n".encode())
+            await response.write(chunk(request_id, model, [], usage=usage))
         await response.write(b"data: [DONE]\n\n")
         return response
 
