@@ -55,11 +55,11 @@ from pathlib import Path
 
 import aiohttp
 
-from serving.vllm_launcher import VllmServer
-from streams.broker import EmbeddedBroker, port_open
+from serving.vllm.launcher import VllmServer
+from streams.kafka.broker import EmbeddedBroker, port_open
+from streams.kafka.topics import ensure_topics
 from streams.processes import die_with_parent
 from streams.settings import Settings
-from streams.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION_TITLE = "## Gateway overhead (benchmarks/gateway.py)"

@@ -53,13 +53,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from llmwatch.traffic import inference_event
 from schemas.events import InferenceEvent
 from schemas.tables import columns
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings, Topics
-from streams.sql import query, running_worker
-from streams.topics import ensure_topics
-from streams.traffic import inference_event
+from streams.store.sql import query, running_worker
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_HEADER = ("# Benchmarks\n\nBenchmarks: each section names the command and machine; "
@@ -456,8 +456,8 @@ def report(message: dict[str, Any]) -> None:
 async def baseline_consume(config: BaselineConfig) -> None:
     """The child process: consume, insert, commit; one JSON line per insert, then a result line."""
     from streams.settings import Retention
-    from streams.sql import run_query
-    from streams.store import connect, migrate
+    from streams.store.client import connect, migrate
+    from streams.store.sql import run_query
 
     client = connect(f"chdb://{config.store_dir}")
     migrate(client, Retention())  # the very tables the worker writes to

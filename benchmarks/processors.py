@@ -82,12 +82,12 @@ from benchmarks.ingest import (
     thread_cpu,
     verdict,
 )
+from llmwatch.traffic import feedback_for, inference_event
 from schemas.events import FeedbackEvent, InferenceEvent
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings, Topics
-from streams.sql import query, running_worker
-from streams.topics import ensure_topics
-from streams.traffic import feedback_for, inference_event
+from streams.store.sql import query, running_worker
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION_TITLE = "## Processors: all processors together, event-to-metric latency, memory, per-processor cost"
@@ -734,8 +734,8 @@ def child_result(stdout: bytes) -> Any:
 
 
 def store_query_child(spec: str) -> None:
-    from streams.sql import run_query
-    from streams.store import connect
+    from streams.store.client import connect
+    from streams.store.sql import run_query
 
     store_dir, sqls = json.loads(spec)
     client = connect(f"chdb://{store_dir}")
@@ -786,7 +786,7 @@ def component_costs(config: dict[str, Any]) -> dict[str, Any]:
     from schemas.events import ScoredInferenceEvent, TextEmbedding
     from schemas.tables import columns, to_rows
     from streams.settings import Retention
-    from streams.store import connect, migrate
+    from streams.store.client import connect, migrate
 
     settings = Settings()
     metrics = settings.metrics

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from llmwatch.drift_cli import app as drift_app
-from llmwatch.errors import LlmwatchError
 from llmwatch.probe_cli import app as probe_app
+from schemas.errors import LlmwatchError
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -44,8 +44,8 @@ def up() -> None:
     """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
     the store, and the ingest worker; with LLMWATCH_SERVING__ENABLED=true also vLLM (unless
     LLMWATCH_SERVING__VLLM_URL is set) and the gateway. Stop with Ctrl-C."""
-    from streams.broker import EmbeddedBroker
-    from streams.worker import run_worker
+    from processors.agents import run_worker
+    from streams.kafka.broker import EmbeddedBroker
 
     settings = load_settings()
     _logging(settings)
@@ -58,7 +58,7 @@ def up() -> None:
     serving = None
     try:
         if settings.serving.enabled:
-            from serving.server import ServingStack
+            from serving.stack import ServingStack
 
             serving = ServingStack(settings, console.print)
             serving.start()
@@ -74,7 +74,7 @@ def up() -> None:
 def gateway() -> None:
     """Run only the OpenAI-compatible gateway on LLMWATCH_SERVING__HOST:PORT (127.0.0.1:8080), in front of
     the vLLM at LLMWATCH_SERVING__VLLM_URL (default: the one `llmwatch up` or `llmwatch vllm` starts)."""
-    from serving.server import run_gateway
+    from serving.stack import run_gateway
 
     settings = load_settings()
     _logging(settings)
@@ -87,7 +87,7 @@ def vllm() -> None:
     SmolLM2-135M-Instruct, converted once into the data directory), until Ctrl-C."""
     import signal
 
-    from serving.vllm_launcher import VllmServer
+    from serving.vllm.launcher import VllmServer
 
     settings = load_settings()
     _logging(settings)
@@ -104,7 +104,7 @@ def vllm() -> None:
 @app.command()
 def worker() -> None:
     """Run only the ingest worker, against the configured broker and store (scale out by running more)."""
-    from streams.worker import run_worker
+    from processors.agents import run_worker
 
     settings = load_settings()
     _logging(settings)
@@ -116,8 +116,8 @@ def broker() -> None:
     """Run only the embedded broker on LLMWATCH_EMBEDDED_KAFKA_PORT, until Ctrl-C."""
     import signal
 
-    from streams.broker import EmbeddedBroker
-    from streams.topics import ensure_topics
+    from streams.kafka.broker import EmbeddedBroker
+    from streams.kafka.topics import ensure_topics
 
     settings = load_settings()
     _logging(settings)
@@ -131,8 +131,8 @@ def broker() -> None:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the ClickHouse tables and apply retention; safe to run again."""
-    from streams.store import connect
-    from streams.store import migrate as apply
+    from streams.store.client import connect
+    from streams.store.client import migrate as apply
 
     settings = load_settings()
     client = connect(settings.store_dsn)
@@ -159,11 +159,11 @@ def demo(
     Starts the embedded stack for the duration unless one is already running (or an external Kafka
     is configured), then checks that every event is a row or a dead letter."""
     from llmwatch.demo import run_demo
-    from streams.traffic import TrafficMix
+    from llmwatch.traffic import TrafficMix
 
     settings = load_settings()
     if serving:
-        from serving.demo import run_serving_demo
+        from llmwatch.serving_demo import run_serving_demo
 
         if not run_serving_demo(settings, requests=requests, seed=seed, keep_running=keep_running, console=console):
             raise typer.Exit(1)
@@ -181,7 +181,7 @@ def sql(
 ) -> None:
     """Query ClickHouse. Replayed duplicates are collapsed (FINAL). With the embedded store, the query goes
     through the running worker that owns it, or opens the store directly when none runs."""
-    from streams.sql import query as run
+    from streams.store.sql import query as run
 
     result = run(load_settings(), query)
     if format == "json":

@@ -15,12 +15,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from llmwatch.errors import LlmwatchError
+from llmwatch.traffic import TrafficMix, traffic
 from processors.windows import floor_time
+from schemas.errors import LlmwatchError
+from schemas.events import InferenceEvent
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.sql import QueryResult, query, running_worker
-from streams.traffic import TrafficMix, traffic
+from streams.store.sql import QueryResult, query, running_worker
 
 COUNTED = ("inference_events", "feedback_events", "dead_letters")
 
@@ -52,16 +53,18 @@ def row_counts(settings: Settings) -> dict[str, int]:
 def publish(settings: Settings, events: int, rate: float, mix: TrafficMix, seed: int, console: Console) -> Counter:
     sent: Counter[str] = Counter()
     rng = random.Random(seed)
-    topic_of = {"inference": settings.topics.inference, "feedback": settings.topics.feedback,
-                "malformed": settings.topics.inference}
     start = time.monotonic()
     with Publisher.from_settings(settings) as publisher, Progress(console=console) as progress:
         task = progress.add_task("publishing", total=events)
-        for n, (kind, payload, key) in enumerate(traffic(rng, mix)):
+        for n, item in enumerate(traffic(rng, mix)):
             if n >= events:
                 break
-            publisher.publish_raw(topic_of[kind], payload, key)
-            sent[kind] += 1
+            if isinstance(item, bytes):
+                publisher.publish_raw(settings.topics.inference, item)
+                sent["malformed"] += 1
+            else:
+                publisher.publish(item)
+                sent["inference" if isinstance(item, InferenceEvent) else "feedback"] += 1
             progress.advance(task)
             ahead = (n + 1) / rate - (time.monotonic() - start)
             if ahead > 0:

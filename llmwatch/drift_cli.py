@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llmwatch.errors import LlmwatchError
+from schemas.errors import LlmwatchError
 from streams.settings import load_settings
-from streams.sql import query
+from streams.store.sql import query
 
 app = typer.Typer(help="Drift reference: the first N sampled events, unless you pin a period.",
                   no_args_is_help=True)

@@ -18,11 +18,11 @@ from rich.progress import Progress
 from rich.table import Table
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from llmwatch.errors import LlmwatchError
 from processors.probe import ProbeAnswer, ProbePrompt, load_spec, probe_metrics, probe_prompts
 from processors.text_signals import is_refusal
 from processors.toxicity import load_toxicity_scorer
 from processors.windows import Window, metric_point
+from schemas.errors import LlmwatchError
 from streams.publisher import Publisher
 from streams.settings import Settings, load_settings
 

@@ -1,20 +1,59 @@
-"""Every Faust agent is registered here, in one place; each only turns Kafka events into a batch call."""
+"""The worker, wired in one file: every Faust agent, task and timer, and what each hands its batch to.
+
+This and `views.py` are the only modules of `processors/` that touch `streams/`: the rest are functions
+over batches (and the small protocols in `ports.py`), testable without a broker or a store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+
 import faust
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from processors.embedding import Embedder
 from processors.ingest import Ingest
-from processors.validation import RawRecord
-from processors.window_job import WindowJob
-from schemas.events import Event, FeedbackEvent, InferenceEvent, MetricPoint
+from processors.scoring import Scorers, scored_rows
+from processors.text_signals import GroupLexicon
+from processors.toxicity import load_toxicity_scorer
+from processors.validation import Limits, RawRecord
+from processors.views import register_views
+from processors.window_job import WindowJob, WindowPlan
+from schemas.events import Event, FeedbackEvent, InferenceEvent, MetricPoint, ScoredInferenceEvent
+from schemas.topics import destination
+from streams.kafka.app import create_app
+from streams.kafka.topics import ensure_topics
+from streams.processes import die_with_parent
 from streams.settings import Settings
+from streams.store.runner import StoreRunner
+from streams.store.windows import StoreWindowReader
+from streams.store.writer import ClickHouseWriter
+
+log = logging.getLogger(__name__)
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
     """Values stay bytes: decoding is ours, so a poison message becomes a dead letter, not a crash."""
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def publisher(app: faust.App, settings: Settings) -> Callable[[Sequence[Event]], Awaitable[None]]:
+    """Publish events where `schemas.topics.destination` says, and wait until Kafka has them all."""
+
+    async def publish(events: Sequence[Event]) -> None:
+        pending = []
+        for event in events:
+            topic, key = destination(event, settings.topics)
+            pending.append(await raw_topic(app, topic).send(key=key, value=event.model_dump_json().encode()))
+        await asyncio.gather(*pending)
+
+    return publish
 
 
 def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
@@ -47,3 +86,65 @@ def register_metrics(app: faust.App, job: WindowJob, embedder: Embedder | None) 
         @app.task
         async def embed_samples() -> None:
             await embedder.run()
+
+
+def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder | None]:
+    app = create_app(settings)
+    publish = publisher(app, settings)
+    writer = ClickHouseWriter(
+        store, max_rows=settings.insert_max_rows, max_backoff_seconds=settings.retry_max_backoff_seconds
+    )
+    metrics = settings.metrics
+    lexicon = GroupLexicon.load(metrics.group_lexicon)
+    scorers = Scorers(load_toxicity_scorer(metrics), metrics.toxicity_threshold, lexicon,
+                      SentimentIntensityAnalyzer())
+    embedder = None
+    if metrics.embed_per_second > 0:
+        embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
+                            on_process_start=die_with_parent)
+        embedder.load()
+    ingest = Ingest(
+        writer, publish, Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes),
+        enrich={InferenceEvent: (ScoredInferenceEvent, partial(scored_rows, scorers=scorers))},
+        observe={InferenceEvent: embedder.offer} if embedder else {},  # type: ignore[dict-item]
+    )
+    register_ingest(app, settings, ingest)
+    plan = WindowPlan(
+        window_seconds=metrics.window_seconds, lateness_seconds=metrics.lateness_seconds,
+        feedback_horizon_seconds=metrics.feedback_horizon_seconds,
+        drift_reference_size=metrics.drift_reference_size, drift_min_window_samples=metrics.drift_min_window_samples,
+        bias_min_samples=metrics.bias_min_samples, bias_attributes=("cohort", "language", *lexicon.categories()),
+    )
+    register_metrics(app, WindowJob(StoreWindowReader(store), publish, plan), embedder)
+    token = secrets.token_urlsafe(24)
+    register_views(app, store, ingest, writer, token)
+
+    @app.task
+    async def announce() -> None:
+        """Tell `llmwatch sql` (and `llmwatch demo`) where this worker, the store's owner, answers."""
+        settings.worker_file.parent.mkdir(parents=True, exist_ok=True)
+        info = {"pid": os.getpid(), "url": f"http://{settings.web_host}:{settings.web_port}", "token": token}
+        fd = os.open(settings.worker_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(info, file)
+        log.info("llmwatch worker ready: %s, store %s", info["url"], store.dsn)
+
+    return app, embedder
+
+
+def run_worker(settings: Settings) -> None:
+    """Blocks until SIGINT/SIGTERM; the Faust worker stops the agents after their current batch."""
+    ensure_topics(settings.bootstrap_servers, settings.topics)
+    store = StoreRunner(settings.store_dsn)
+    version = store.open(settings.retention)
+    log.info("store %s at schema version %d", store.dsn, version)
+    app, embedder = build(settings, store)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if embedder is not None:
+            embedder.close()
+        if settings.worker_file.exists() and json.loads(settings.worker_file.read_text()).get("pid") == os.getpid():
+            settings.worker_file.unlink()
+        store.close()

@@ -18,10 +18,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
-from processors.scoring import prompt_text
+from processors.ports import RowWriter
 from schemas.events import InferenceEvent, TextEmbedding
-from streams.processes import die_with_parent
-from streams.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +60,14 @@ def default_model_path() -> str:
 _model: Any = None
 
 
-def _load_model(path: str) -> None:
-    """Runs once in the embedding process, which must not outlive a worker that is killed."""
+def _load_model(path: str, on_start: Callable[[], None] | None) -> None:
+    """Runs once in the embedding process; `on_start` ties its life to the worker's (see agents.py)."""
     global _model
     import torch
     from sentence_transformers import SentenceTransformer
 
-    die_with_parent()
+    if on_start is not None:
+        on_start()
     torch.set_num_threads(1)  # leave the other core to ingest
     _model = SentenceTransformer(path, device="cpu", local_files_only=True)
 
@@ -79,8 +78,8 @@ def encode(texts: list[str]) -> Any:
 
 
 class Embedder:
-    def __init__(self, model_path: str, writer: ClickHouseWriter, *, rate: float, queue_batches: int = 64,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, model_path: str, writer: RowWriter, *, rate: float, queue_batches: int = 64,
+                 rng: random.Random | None = None, on_process_start: Callable[[], None] | None = None) -> None:
         self.model_path = model_path or default_model_path()
         self.writer = writer
         self.bucket = TokenBucket(rate, burst=max(rate * 2, 1))
@@ -88,7 +87,8 @@ class Embedder:
         self.rng = rng or random.Random()
         self.embedded = 0
         self._executor = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
-                                             initializer=_load_model, initargs=(self.model_path,))
+                                             initializer=_load_model,
+                                             initargs=(self.model_path, on_process_start))
 
     def load(self) -> None:
         """Load the model now (at worker start) so that a missing model fails early, not mid-stream."""
@@ -117,7 +117,7 @@ class Embedder:
             while not self.queue.empty() and len(events) < 256:
                 events += self.queue.get_nowait()
             answered = [e for e in events if e.response_text]
-            texts = [prompt_text(e) for e in events] + [e.response_text or "" for e in answered]
+            texts = [e.prompt_text for e in events] + [e.response_text or "" for e in answered]
             vectors = await loop.run_in_executor(self._executor, encode, texts)
             responses = dict(zip((e.event_id for e in answered), vectors[len(events):], strict=True))
             rows = [row for i, e in enumerate(events)

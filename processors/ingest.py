@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.ports import RowWriter
 from processors.validation import Limits, RawRecord, dead_letter, decode
 from schemas.events import DeadLetterEvent, Event
-from streams.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class IngestCounts:
 
 
 class Ingest:
-    def __init__(self, writer: ClickHouseWriter, publish_dead_letters: PublishDeadLetters, limits: Limits, *,
+    def __init__(self, writer: RowWriter, publish_dead_letters: PublishDeadLetters, limits: Limits, *,
                  enrich: dict[type[Event], Enrich] | None = None,
                  observe: dict[type[Event], Observe] | None = None) -> None:
         self.writer = writer

@@ -26,20 +26,13 @@ class Scorers:
     sentiment: SentimentIntensityAnalyzer
 
 
-def prompt_text(event: InferenceEvent) -> str:
-    """What the user said: the completion prompt, or the user turns of a chat."""
-    if event.prompt is not None:
-        return event.prompt
-    return "\n".join(m.content for m in event.messages or [] if m.role == "user")
-
-
-SCORE_COLUMNS = ["prompt_toxicity", "response_toxicity", "toxic", "refusal", "sentiment", "groups"]
+SCORE_COLUMNS = ["prompt_toxicity", "response_toxicity", "toxic", "refusal", "sentiment", "groups", "prompt_length"]
 assert columns(ScoredInferenceEvent) == columns(InferenceEvent) + SCORE_COLUMNS
 
 
 def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list[Any]]:
     """Rows of `ScoredInferenceEvent`; one vectorised toxicity call for the whole batch."""
-    prompts = [prompt_text(e) for e in events]
+    prompts = [e.prompt_text for e in events]
     answered = [i for i, e in enumerate(events) if e.response_text]
     toxicity = scorers.toxicity.score(prompts + [events[i].response_text or "" for i in answered])
     response_toxicity: dict[int, float] = dict(zip(answered, toxicity[len(prompts):].tolist(), strict=True))
@@ -54,5 +47,6 @@ def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list
             is_refusal(event.response_text),
             scorers.sentiment.polarity_scores(event.response_text)["compound"] if event.response_text else None,
             scorers.lexicon.groups(prompts[i]),
+            len(prompts[i]),
         ]
     return rows

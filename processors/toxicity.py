@@ -13,8 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from llmwatch.errors import ConfigurationError
-from streams.settings import Metrics
+from schemas.errors import ConfigurationError
 
 
 class ToxicityScorer(Protocol):
@@ -67,7 +66,20 @@ class DetoxifyScorer:
         return np.asarray(scores, dtype=float)
 
 
-def load_toxicity_scorer(settings: Metrics) -> ToxicityScorer:
+class ToxicityChoice(Protocol):
+    """Which back end, and where Detoxify's offline files are (the metrics settings have these fields)."""
+
+    @property
+    def toxicity_backend(self) -> str: ...
+    @property
+    def detoxify_model(self) -> str: ...
+    @property
+    def detoxify_checkpoint(self) -> Path | None: ...
+    @property
+    def detoxify_config_dir(self) -> Path | None: ...
+
+
+def load_toxicity_scorer(settings: ToxicityChoice) -> ToxicityScorer:
     if settings.toxicity_backend == "detoxify":
         return DetoxifyScorer(settings.detoxify_model, checkpoint=settings.detoxify_checkpoint,
                               config_dir=settings.detoxify_config_dir)

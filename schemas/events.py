@@ -93,20 +93,24 @@ class InferenceEvent(Event):
         return self
 
     @property
-    def partition_key(self) -> str:
-        return f"{self.model}:{self.adapter}" if self.adapter else self.model
+    def prompt_text(self) -> str:
+        """What the user said: the completion prompt, or the user turns of a chat (not the system turn).
+
+        Scores, embeddings and the prompt-length drift feature all measure this text.
+        """
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(m.content for m in self.messages or [] if m.role == "user")
 
 
-class FeedbackEvent(Event):
-    """What a user said about one response; it may arrive before the inference event it refers to."""
+class FeedbackContent(BaseModel):
+    """What a user can say about one response: the fields a feedback event and the gateway's body share."""
 
-    table: ClassVar[str] = "feedback_events"
-
-    request_id: Name
+    request_id: Name = Field(description="the request id of the response (its `id` / X-Request-ID)")
     thumbs: Literal["up", "down"] | None = None
-    score: float | None = Field(default=None, ge=0, le=1, description="normalised to [0, 1]")
-    comment: str | None = None
-    correction: str | None = Field(default=None, description="the answer the user expected")
+    score: float | None = Field(default=None, ge=0, le=1, description="a rating normalised to [0, 1]")
+    comment: str | None = Field(default=None, max_length=20_000)
+    correction: str | None = Field(default=None, max_length=100_000, description="the answer the user expected")
     user_id: Name | None = None
 
     @model_validator(mode="after")
@@ -114,6 +118,12 @@ class FeedbackEvent(Event):
         if self.thumbs is None and self.score is None and self.comment is None and self.correction is None:
             raise ValueError("feedback needs at least one of thumbs, score, comment or correction")
         return self
+
+
+class FeedbackEvent(FeedbackContent, Event):
+    """What a user said about one response; it may arrive before the inference event it refers to."""
+
+    table: ClassVar[str] = "feedback_events"
 
 
 class MetricPoint(Event):
@@ -226,6 +236,7 @@ class ScoredInferenceEvent(InferenceEvent):
     refusal: bool
     sentiment: float | None = Field(default=None, ge=-1, le=1, description="VADER compound of the response")
     groups: list[str] = Field(default_factory=list, description="demographic groups named in the prompt")
+    prompt_length: int = Field(default=0, ge=0, description="characters of `prompt_text`")
 
 
 class TextEmbedding(Event):

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from schemas.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A row the store refused: its index in the batch written, and the store's reason."""
+
+    index: int
+    error: str
 
 
 def columns(model: type[Event]) -> list[str]:

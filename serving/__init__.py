@@ -1,7 +1,1 @@
-"""The OpenAI-compatible gateway in front of vLLM, the vLLM launcher, and (a later issue) the deployer.
-
-Follow one request: `app.py` (the endpoints) -> `proxy.py` (to vLLM and back, timed) -> `sink.py`
-(off the request path) -> `recording.py` + `redaction.py` (the event) -> Kafka, or `spool.py` while
-Kafka is away. `routing.py` picks the base model or an adapter; `vllm_launcher.py` and
-`model_files.py` run vLLM with SmolLM2 on CPU; `server.py` runs it all as processes.
-"""
+"""Serving: the gateway (`gateway/`), vLLM (`vllm/`), and `stack.py`, which runs both as processes."""

@@ -16,9 +16,10 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
-from llmwatch.errors import BrokerError
+from schemas.errors import BrokerError
 from schemas.events import FeedbackEvent, InferenceEvent, MetricPoint
-from streams.settings import Settings, Topics
+from schemas.topics import Topics, destination
+from streams.settings import Settings
 
 
 class Publisher:
@@ -38,17 +39,14 @@ class Publisher:
 
     def publish(self, event: InferenceEvent | FeedbackEvent | MetricPoint) -> FutureRecordMetadata:
         """Send without waiting; call flush() (or leave the `with` block) to wait for the broker."""
-        if isinstance(event, InferenceEvent):
-            return self.publish_raw(self.topics.inference, event.model_dump_json().encode(), event.partition_key)
-        if isinstance(event, FeedbackEvent):
-            return self.publish_raw(self.topics.feedback, event.model_dump_json().encode(), event.request_id)
-        if isinstance(event, MetricPoint):
-            return self.publish_raw(self.topics.metrics, event.model_dump_json().encode(), event.model)
-        raise TypeError(f"publish InferenceEvent, FeedbackEvent or MetricPoint, not {type(event).__name__}")
+        if not isinstance(event, InferenceEvent | FeedbackEvent | MetricPoint):
+            raise TypeError(f"publish InferenceEvent, FeedbackEvent or MetricPoint, not {type(event).__name__}")
+        topic, key = destination(event, self.topics)
+        return self._producer.send(topic, value=event.model_dump_json().encode(), key=key)
 
-    def publish_raw(self, topic: str, value: bytes, key: str | None = None) -> FutureRecordMetadata:
+    def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> FutureRecordMetadata:
         """Bytes as they are: for bridges from other producers (and for testing what the worker rejects)."""
-        return self._producer.send(topic, value=value, key=key.encode() if key else None)
+        return self._producer.send(topic, value=value, key=key)
 
     def flush(self, timeout: float | None = 30.0) -> None:
         self._producer.flush(timeout)

@@ -8,36 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llmwatch.errors import ConfigurationError
-
-
-class Topics(BaseModel):
-    """Kafka topic names; override one with e.g. LLMWATCH_TOPICS__INFERENCE=prod.llm.inference."""
-
-    model_config = ConfigDict(frozen=True)
-
-    inference: str = "llm.inference"
-    feedback: str = "llm.feedback"
-    metrics: str = "llm.metrics"
-    alerts: str = "llm.alerts"
-    models: str = "llm.models"
-    deployments: str = "llm.deployments"
-    training: str = "llm.training"
-    deadletter: str = "llm.deadletter"
-    partitions: int = Field(default=4, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
-
-    def names(self) -> list[str]:
-        return [
-            self.inference,
-            self.feedback,
-            self.metrics,
-            self.alerts,
-            self.models,
-            self.deployments,
-            self.training,
-            self.deadletter,
-        ]
+from schemas.errors import ConfigurationError
+from schemas.topics import Topics
 
 
 class Retention(BaseModel):

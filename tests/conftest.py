@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from streams.settings import Retention
-from streams.store_runner import StoreRunner
+from streams.store.runner import StoreRunner
 
 
 @pytest.fixture(scope="session")

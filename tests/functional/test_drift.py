@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 from evidently.legacy.core import ColumnType
 
+from llmwatch.traffic import topic_event
 from processors.embedding import Embedder, default_model_path
 from processors.families.drift import DriftReference, drift_metrics, feature_drift
-from processors.scoring import prompt_text
-from streams.traffic import topic_event
 
 WINDOW = 60
 
@@ -24,9 +23,9 @@ def encode():  # type: ignore[no-untyped-def]
 
 def window(encode, rng: random.Random, topic: str, n: int = WINDOW) -> tuple[dict[str, np.ndarray], pd.DataFrame]:  # type: ignore[no-untyped-def]
     events = [topic_event(rng, topic) for _ in range(n)]
-    embeddings = {"prompt": encode([prompt_text(e) for e in events]),
+    embeddings = {"prompt": encode([e.prompt_text for e in events]),
                   "response": encode([e.response_text or "" for e in events])}
-    features = pd.DataFrame({"prompt_length": [len(prompt_text(e)) for e in events],
+    features = pd.DataFrame({"prompt_length": [len(e.prompt_text) for e in events],
                              "response_length": [len(e.response_text or "") for e in events],
                              "refusal": [False] * n})
     return embeddings, features

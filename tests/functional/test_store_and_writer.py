@@ -7,13 +7,13 @@ from typing import Any, ClassVar
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from llmwatch.traffic import inference_event
 from schemas.events import STORED_MODELS, Event
 from streams.settings import Retention
-from streams.sql import run_query
-from streams.store import migrate, migration_files, schema_version
-from streams.store_runner import StoreRunner
-from streams.traffic import inference_event
-from streams.writer import ClickHouseWriter, backoff_seconds
+from streams.store.client import migrate, migration_files, schema_version
+from streams.store.runner import StoreRunner
+from streams.store.sql import run_query
+from streams.store.writer import ClickHouseWriter, backoff_seconds
 
 
 class Reading(Event):

@@ -7,18 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from llmwatch.traffic import inference_event
 from processors.scoring import Scorers, scored_rows
 from processors.text_signals import GroupLexicon
 from processors.toxicity import ProfanityCheckScorer
-from processors.window_job import WindowJob
+from processors.window_job import WindowJob, WindowPlan
 from processors.windows import Window, floor_time
 from schemas import FeedbackEvent, MetricPoint
 from schemas.events import ScoredInferenceEvent
-from streams.settings import Metrics
-from streams.sql import run_query
-from streams.store_runner import StoreRunner
-from streams.traffic import inference_event
-from streams.writer import ClickHouseWriter
+from streams.store.runner import StoreRunner
+from streams.store.sql import run_query
+from streams.store.windows import StoreWindowReader
+from streams.store.writer import ClickHouseWriter
 
 START = floor_time(datetime.now(UTC) - timedelta(days=2), 3600)  # recent: older rows would expire by TTL
 SCORERS = Scorers(ProfanityCheckScorer(), 0.5, GroupLexicon.load(), SentimentIntensityAnalyzer())
@@ -43,7 +43,7 @@ def values(points: list[MetricPoint], name: str) -> dict[tuple[str, str], float]
 def test_feedback_before_its_inference_counts_once_the_inference_arrives(store: StoreRunner) -> None:
     writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
     published = Published(writer)
-    job = WindowJob(store, published, Metrics(window_seconds=(10,)), ["cohort"],
+    job = WindowJob(StoreWindowReader(store), published, WindowPlan(window_seconds=(10,), bias_attributes=["cohort"]),
                     clock=lambda: START + timedelta(hours=1))
     window = Window(START, 10)
     rng = random.Random(3)
@@ -77,8 +77,8 @@ def test_feedback_before_its_inference_counts_once_the_inference_arrives(store: 
 def test_ticks_compute_each_closed_window_once_then_again_at_the_horizon(store: StoreRunner) -> None:
     now = [START + timedelta(hours=1)]
     writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
-    job = WindowJob(store, Published(writer), Metrics(window_seconds=(10,), lateness_seconds=1,
-                                                        feedback_horizon_seconds=30), [], clock=lambda: now[0])
+    plan = WindowPlan(window_seconds=(10,), lateness_seconds=1, feedback_horizon_seconds=30, bias_attributes=[])
+    job = WindowJob(StoreWindowReader(store), Published(writer), plan, clock=lambda: now[0])
     assert len(job.second_pass) == 1, "a window closed inside the horizon at start still gets its second pass"
     asyncio.run(job.tick())
     assert job.computed == 1  # the last window closed at start

@@ -18,12 +18,12 @@ from typing import Any, ClassVar, Self
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 from streams.processes import die_with_parent
 from streams.publisher import Publisher
 from streams.settings import Settings, Topics
-from streams.sql import query, running_worker
-from streams.topics import ensure_topics
+from streams.store.sql import query, running_worker
 
 pytestmark = pytest.mark.integration
 

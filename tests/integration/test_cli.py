@@ -12,9 +12,9 @@ from pathlib import Path
 
 import jsonschema
 
+from llmwatch.traffic import feedback_for, inference_event
 from schemas import EVENT_KINDS
-from streams.broker import port_open
-from streams.traffic import feedback_for, inference_event
+from streams.kafka.broker import port_open
 from tests.integration.conftest import free_port, wait_until
 
 

@@ -9,8 +9,8 @@ import sys
 
 from kafka import KafkaConsumer
 
+from llmwatch.traffic import MALFORMED, inference_event
 from schemas import DeadLetterEvent, FeedbackEvent
-from streams.traffic import MALFORMED, inference_event
 from tests.integration.conftest import Worker, to_env, wait_until
 
 

@@ -9,9 +9,9 @@ from itertools import count
 
 import pytest
 
+from llmwatch.traffic import topic_event
 from schemas import InferenceEvent
 from streams.settings import Metrics
-from streams.traffic import topic_event
 from tests.integration.conftest import Worker, wait_until
 
 TOXIC = ["You are a stupid fucking idiot.", "Shut up, you worthless piece of shit.", "Go to hell, moron."]

@@ -6,7 +6,7 @@ import random
 import signal
 from collections.abc import Callable
 
-from streams.traffic import inference_event
+from llmwatch.traffic import inference_event
 from tests.integration.conftest import Worker, wait_until
 
 N = 20_000

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 
 from processors.families.bias import bias_metrics, group_measures, negative
-from processors.families.common import FEEDBACK_COLUMNS, INFERENCE_COLUMNS
 from processors.families.feedback import correction_similarity, feedback_metrics
 from processors.families.latency import latency_metrics
 from processors.families.toxicity import toxicity_metrics
 from processors.windows import MetricValue
+from streams.store.windows import FEEDBACK_COLUMNS, INFERENCE_COLUMNS
 
 
 def inference(n: int, **columns: object) -> pd.DataFrame:

@@ -8,9 +8,10 @@ import pytest
 from pydantic import SecretStr
 
 from schemas.events import FeedbackEvent
-from serving.auth import KeyRing, presented_key
-from serving.recording import Exchange, inference_event, redacted_feedback
-from serving.redaction import BUILTIN_KINDS, Redactor
+from schemas.topics import Topics, destination
+from serving.gateway.auth import KeyRing, presented_key
+from serving.gateway.recording import Exchange, inference_event, redacted_feedback
+from serving.gateway.redaction import BUILTIN_KINDS, Redactor
 from streams.settings import Settings
 
 REDACTOR = Redactor.from_settings(BUILTIN_KINDS, {})
@@ -71,7 +72,7 @@ def test_prompts_and_responses_are_redacted_and_counted() -> None:
 def test_a_route_name_is_kept_when_it_differs_from_the_model_used() -> None:
     event = inference_event(exchange(requested_model="support", adapter="support-v4"), REDACTOR)
     assert (event.model, event.adapter, event.attributes["gateway.route"]) == ("smollm2-135m", "support-v4", "support")
-    assert event.partition_key == "smollm2-135m:support-v4"
+    assert destination(event, Topics()) == ("llm.inference", b"smollm2-135m:support-v4")
 
 
 @pytest.mark.parametrize(("messages", "prompt", "expected_messages", "expected_prompt"), [

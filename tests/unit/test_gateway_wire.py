@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from serving.openai_wire import (
+from serving.gateway.openai_wire import (
     Completion,
     SseSplitter,
     client_request_id,

@@ -1,6 +1,6 @@
 import asyncio
 
-from streams.app import create_app
+from streams.kafka.app import create_app
 from streams.settings import Settings
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmwatch.errors import ConfigurationError
-from serving.redaction import BUILTIN_KINDS, Redactor
+from schemas.errors import ConfigurationError
+from serving.gateway.redaction import BUILTIN_KINDS, Redactor
 
 ALL = Redactor.from_settings(BUILTIN_KINDS, {})
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from serving.routing import Router, Target, choose, unit_interval
+from serving.gateway.routing import Router, Target, choose, unit_interval
 
 BASE = "smollm2-135m"
 

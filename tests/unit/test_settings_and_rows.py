@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from llmwatch.traffic import inference_event
 from schemas import InferenceEvent
 from schemas.tables import columns, to_rows
 from streams.settings import Settings
-from streams.store import migration_files, statements, ttl_clause
-from streams.traffic import inference_event
+from streams.store.client import migration_files, statements, ttl_clause
 
 
 def test_defaults_run_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmwatch.errors import ServingError
-from serving.spool import Record, Spool
+from schemas.errors import ServingError
+from serving.gateway.spool import Record, Spool
 
 
 def records(n: int, start: int = 0, size: int = 100) -> list[Record]:

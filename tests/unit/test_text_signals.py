@@ -4,14 +4,14 @@ from pathlib import Path
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from llmwatch.traffic import inference_event
 from processors.embedding import TokenBucket
-from processors.scoring import SCORE_COLUMNS, Scorers, prompt_text, scored_rows
+from processors.scoring import SCORE_COLUMNS, Scorers, scored_rows
 from processors.text_signals import GroupLexicon, is_refusal
 from processors.toxicity import ProfanityCheckScorer
 from schemas import InferenceEvent
 from schemas.events import ScoredInferenceEvent
 from schemas.tables import columns, to_rows
-from streams.traffic import inference_event
 
 
 @pytest.mark.parametrize("text", ["I'm sorry, but I can't help with that.", "I cannot provide that information.",
@@ -60,7 +60,7 @@ def test_scores_are_stored_with_every_field_of_the_event() -> None:
 def test_prompt_text_of_a_chat_is_its_user_turns() -> None:
     event = InferenceEvent(request_id="r", model="m", latency_ms=1, messages=[
         {"role": "system", "content": "be nice"}, {"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
-    assert prompt_text(event) == "a\nb"
+    assert event.prompt_text == "a\nb"
 
 
 def test_token_bucket_admits_the_rate_and_a_burst() -> None:

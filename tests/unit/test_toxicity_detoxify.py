@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
-from llmwatch.errors import ConfigurationError
 from processors.toxicity import DetoxifyScorer, load_toxicity_scorer
+from schemas.errors import ConfigurationError
 from streams.settings import Metrics
 
 CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]

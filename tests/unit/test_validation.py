@@ -1,8 +1,8 @@
 import pytest
 
+from llmwatch.traffic import MALFORMED, inference_event
 from processors.validation import Limits, RawRecord, dead_letter, decode
 from schemas import DeadLetterEvent, FeedbackEvent, InferenceEvent
-from streams.traffic import MALFORMED, inference_event
 
 LIMITS = Limits(max_event_bytes=10_000, dead_letter_raw_bytes=16)
 

@@ -17,8 +17,8 @@ import openai
 import pytest
 from pydantic import SecretStr
 
-from serving.model_files import MODEL_NAME, ensure_model
-from serving.vllm_launcher import VllmServer
+from serving.vllm.launcher import VllmServer
+from serving.vllm.model_files import MODEL_NAME, ensure_model
 from streams.settings import Serving, Settings, Topics
 from tests.integration.conftest import Child, Worker, free_port
 
@@ -152,7 +152,7 @@ def topics_for(run: str) -> Topics:
 
 def rows(worker: Worker, sql: str) -> list[dict[str, Any]]:
     """Query results as dicts, for readable assertions."""
-    from streams.sql import query
+    from streams.store.sql import query
 
     result = query(worker.settings, sql)
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]

@@ -15,8 +15,8 @@ import openai
 import pytest
 from kafka import KafkaConsumer
 
-from serving.routing import choose
-from serving.vllm_launcher import VllmServer
+from serving.gateway.routing import choose
+from serving.vllm.launcher import VllmServer
 from tests.integration.conftest import Worker, wait_until
 from tests.integration.serving.conftest import (
     ADMIN_KEY,

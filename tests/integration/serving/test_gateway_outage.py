@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
 from tests.integration.conftest import Worker, free_port, wait_until
 from tests.integration.serving.conftest import BASE_MODEL, FEEDBACK_KEY, Gateway, topics_for
 

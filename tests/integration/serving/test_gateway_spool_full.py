@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from serving.metrics import GatewayMetrics
-from serving.recording import Exchange
-from serving.redaction import Redactor
-from serving.sink import EventSink
-from serving.spool import Spool
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.recording import Exchange
+from serving.gateway.redaction import Redactor
+from serving.gateway.sink import EventSink
+from serving.gateway.spool import Spool
 from streams.settings import Topics
 from tests.integration.conftest import free_port
 
@@ -51,7 +51,7 @@ def test_a_full_spool_drops_loudly_and_never_blocks(tmp_path: Path, caplog: pyte
         await sink.stop()
         return queued, status
 
-    with caplog.at_level(logging.ERROR, logger="serving.sink"):
+    with caplog.at_level(logging.ERROR, logger="serving.gateway.sink"):
         queued, status = asyncio.run(scenario())
     spooled = sample("llmwatch_gateway_events_spooled_total")
     dropped = sample("llmwatch_gateway_events_dropped_total", reason="spool_full")

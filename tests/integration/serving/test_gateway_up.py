@@ -1,7 +1,7 @@
 """`llmwatch up` with serving enabled runs the gateway next to the broker and worker, and stops it cleanly.
 
 vLLM here is the session's (LLMWATCH_SERVING__VLLM_URL), so this checks the wiring, not a second
-4.5 GB model server; `serving.vllm_launcher` is what the session fixture itself uses to start vLLM.
+4.5 GB model server; `serving.vllm.launcher` is what the session fixture itself uses to start vLLM.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
-from serving.vllm_launcher import VllmServer
-from streams.broker import port_open
+from serving.vllm.launcher import VllmServer
+from streams.kafka.broker import port_open
 from tests.integration.conftest import free_port, wait_until
 from tests.integration.serving.conftest import BASE_MODEL
 

@@ -2,7 +2,7 @@
 
 Kept thin on purpose: parse the body once, route, forward, and pass the answer through byte for byte
 (only the `id` is swapped for the gateway's request id). Everything else an event needs is built later,
-off this path (`serving.recording`, `serving.sink`).
+off this path (`serving.gateway.recording`, `serving.gateway.sink`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
 from schemas.events import utcnow
-from serving.metrics import GatewayMetrics
-from serving.openai_wire import (
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.openai_wire import (
     Completion,
     Endpoint,
     SseSplitter,
@@ -32,9 +32,9 @@ from serving.openai_wire import (
     id_swap,
     prepare,
 )
-from serving.recording import Exchange
-from serving.routing import Router
-from serving.sink import EventSink
+from serving.gateway.recording import Exchange
+from serving.gateway.routing import Router
+from serving.gateway.sink import EventSink
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ model, so the weights are dequantized into a plain LlamaForCausalLM, cast to bfl
 normal model folder (~260 MB, chat template included). The conversion runs in a child process, so the
 caller never holds torch in memory, and is published with a rename, so a crash leaves no half model.
 
-    python -m serving.model_files DIR     # convert into DIR unless it is already there
+    python -m serving.vllm.model_files DIR     # convert into DIR unless it is already there
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmwatch.errors import ServingError
+from schemas.errors import ServingError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def ensure_model(directory: Path, progress: Callable[[str], None] = log.info, ti
         return directory
     progress(f"converting {GGUF_FILE} into {directory} (once; about 30 s)")
     started = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "serving.model_files", str(directory)],
+    child = subprocess.Popen([sys.executable, "-m", "serving.vllm.model_files", str(directory)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert child.stdout is not None
     output = []

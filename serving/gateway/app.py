@@ -9,47 +9,34 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError
 from starlette.responses import Response
 
-from llmwatch.errors import ConfigurationError
-from schemas.events import FeedbackEvent
-from serving.auth import KeyRing, Scope, presented_key
-from serving.metrics import GatewayMetrics
-from serving.proxy import Proxy, openai_error
-from serving.redaction import Redactor
-from serving.routing import Router, validate_weights
-from serving.sink import EventSink
-from serving.spool import Spool
+from schemas.errors import ConfigurationError
+from schemas.events import FeedbackContent, FeedbackEvent
+from serving.gateway.auth import KeyRing, Scope, presented_key
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.proxy import Proxy, openai_error
+from serving.gateway.redaction import Redactor
+from serving.gateway.routing import Router, validate_weights
+from serving.gateway.sink import EventSink
+from serving.gateway.spool import Spool
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class FeedbackIn(BaseModel):
+class FeedbackIn(FeedbackContent):
     """POST /v1/feedback: what a user said about one response (the request id is the response's `id`)."""
 
     model_config = ConfigDict(extra="forbid")
-
-    request_id: str = Field(min_length=1, max_length=256, description="the X-Request-ID / `id` of the response")
-    thumbs: Literal["up", "down"] | None = None
-    score: float | None = Field(default=None, ge=0, le=1, description="a rating normalised to [0, 1]")
-    comment: str | None = Field(default=None, max_length=20_000)
-    correction: str | None = Field(default=None, max_length=100_000, description="the answer the user expected")
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
-
-    @model_validator(mode="after")
-    def _says_something(self) -> Self:
-        if self.thumbs is None and self.score is None and self.comment is None and self.correction is None:
-            raise ValueError("feedback needs at least one of thumbs, score, comment or correction")
-        return self
 
 
 class RouteIn(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from streams.settings import Retention
-from streams.store import connect, migrate
+from streams.store.client import connect, migrate
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from llmwatch.errors import ConfigurationError, ServingError
-from serving.vllm_launcher import VllmServer
+from schemas.errors import ConfigurationError, ServingError
+from serving.vllm.launcher import VllmServer
 from streams.processes import die_with_parent, stop_process
 from streams.settings import Settings
 
@@ -34,7 +34,7 @@ def run_gateway(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get 30 s to finish, then queued events are flushed."""
     import uvicorn
 
-    from serving.app import create_app
+    from serving.gateway.app import create_app
 
     check_exposure(settings)
     app = create_app(settings)

@@ -24,12 +24,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
-from schemas.events import FeedbackEvent
-from serving.metrics import GatewayMetrics
-from serving.recording import Exchange, inference_event, redacted_feedback
-from serving.redaction import Redactor
-from serving.spool import Record, Spool
-from streams.settings import Topics
+from schemas.events import FeedbackEvent, InferenceEvent
+from schemas.topics import Topics, destination
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.recording import Exchange, inference_event, redacted_feedback
+from serving.gateway.redaction import Redactor
+from serving.gateway.spool import Record, Spool
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +165,16 @@ class EventSink:
         if item is _STOP:
             return None
         try:
+            event: InferenceEvent | FeedbackEvent
             if isinstance(item, Exchange):
                 event = inference_event(item, self.redactor)
                 for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
                     if tokens:
                         self.metrics.tokens.labels(kind).inc(tokens)
-                return Record(self.topics.inference, event.partition_key.encode(), event.model_dump_json().encode())
-            feedback = redacted_feedback(item, self.redactor)
-            return Record(self.topics.feedback, feedback.request_id.encode(), feedback.model_dump_json().encode())
+            else:
+                event = redacted_feedback(item, self.redactor)
+            topic, key = destination(event, self.topics)
+            return Record(topic, key, event.model_dump_json().encode())
         except ValidationError as exc:
             self.metrics.dropped.labels("invalid").inc()
             log.error("event for request %s dropped, it is not valid (a gateway bug, please report it): %s",

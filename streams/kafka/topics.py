@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from llmwatch.errors import BrokerError
+from schemas.errors import BrokerError
 from streams.settings import Topics
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from streams.kafka_transport import App
+from streams.kafka.transport import App
 from streams.settings import Settings
 
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmwatch.errors import ServingError
+from schemas.errors import ServingError
 
 log = logging.getLogger(__name__)
 

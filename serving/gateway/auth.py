@@ -2,7 +2,7 @@
 
 Three scopes. Client keys open everything an app needs (completions, models, feedback); feedback keys
 open only POST /v1/feedback (safe to ship in a front end); admin keys open /admin. With no client key
-configured the gateway is open (development on loopback; `serving.server` refuses to bind elsewhere),
+configured the gateway is open (development on loopback; `serving.stack` refuses to bind elsewhere),
 and the admin API then too; once client keys are set, admin needs its own key.
 """
 

@@ -23,9 +23,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from llmwatch.errors import ServingError
-from serving.model_files import default_model_dir, ensure_model
-from streams.broker import port_open
+from schemas.errors import ServingError
+from serving.vllm.model_files import default_model_dir, ensure_model
+from streams.kafka.broker import port_open
 from streams.processes import die_with_parent, stop_process
 from streams.settings import Settings
 

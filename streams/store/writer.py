@@ -20,8 +20,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from schemas.events import Event
-from schemas.tables import columns, to_rows
-from streams.store_runner import StoreRunner
+from schemas.tables import Rejected, columns, to_rows
+from streams.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,6 @@ class TableStats:
     inserts: int = 0
     retries: int = 0
     rejected: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    index: int
-    error: str
 
 
 def backoff_seconds(attempt: int, cap: float, *, base: float = 0.1) -> float:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from llmwatch.errors import ConfigurationError
+from schemas.errors import ConfigurationError
 
 BUILTIN_KINDS = ("credit_card", "email", "ip", "phone")
 

@@ -23,9 +23,9 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from llmwatch.errors import LlmwatchError
+from schemas.errors import LlmwatchError
 from streams.settings import Settings
-from streams.sql import query, running_worker
+from streams.store.sql import query, running_worker
 
 PROMPTS = [
     ("How do I reset my password?", "support-chat", "pro", "en"),

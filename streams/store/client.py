@@ -15,7 +15,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from llmwatch.errors import StoreError, StoreUnavailableError
+from schemas.errors import StoreError, StoreUnavailableError
 from schemas.events import STORED_MODELS
 from streams.settings import Retention
 

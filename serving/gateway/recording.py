@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import ChatMessage, FeedbackEvent, InferenceEvent
-from serving.openai_wire import Completion, Endpoint
-from serving.redaction import Redactor, merge_counts
+from serving.gateway.openai_wire import Completion, Endpoint
+from serving.gateway.redaction import Redactor, merge_counts
 
 NAMED_ATTRIBUTES = ("user_id", "session_id", "cohort", "language", "prompt_template", "prompt_template_version")
 """Request `metadata` keys that become event fields; any other key goes to `attributes`."""

@@ -8,11 +8,11 @@ from dataclasses import asdict
 import faust
 from faust.web import Request, Response, View
 
-from llmwatch.errors import StoreError
 from processors.ingest import Ingest
-from streams.sql import run_query
-from streams.store_runner import StoreRunner
-from streams.writer import ClickHouseWriter
+from schemas.errors import StoreError
+from streams.store.runner import StoreRunner
+from streams.store.sql import run_query
+from streams.store.writer import ClickHouseWriter
 
 
 def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: ClickHouseWriter,

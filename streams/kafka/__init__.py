@@ -1,0 +1,1 @@
+"""Kafka: the Faust app factory and its transport, the embedded broker, and topic creation."""
