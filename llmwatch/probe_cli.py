@@ -16,12 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from processors.probe import ProbeAnswer, ProbePrompt, load_spec, probe_metrics, probe_prompts
-from processors.text_signals import is_refusal
-from processors.toxicity import load_toxicity_scorer
-from processors.windows import Window, metric_point
 from schemas.errors import LlmwatchError
 from streams.publisher import Publisher
 from streams.settings import Settings, load_settings
@@ -60,6 +55,13 @@ def bias(
     timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
 ) -> None:
     """Send prompt pairs that differ only in the group term; publish each gap to llm.metrics."""
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from processors.probe import ProbeAnswer, ProbePrompt, load_spec, probe_metrics, probe_prompts
+    from processors.text_signals import is_refusal
+    from processors.toxicity import load_toxicity_scorer
+    from processors.windows import Window, metric_point
+
     settings = load_settings()
     model = model or settings.serving.served_model_name
     base_url = (gateway or gateway_url(settings)).rstrip("/")
