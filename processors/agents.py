@@ -17,20 +17,31 @@ from functools import partial
 import faust
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from processors.alerting.engine import DEFAULT_RULES, AlertEngine, RulesSource
+from processors.alerting.webhooks import WebhookSender
 from processors.embedding import Embedder
 from processors.ingest import Ingest
 from processors.scoring import Scorers, scored_rows
 from processors.text_signals import GroupLexicon
 from processors.toxicity import load_toxicity_scorer
-from processors.validation import Limits, RawRecord
+from processors.validation import Limits, RawRecord, decode
 from processors.views import register_views
 from processors.window_job import WindowJob, WindowPlan
-from schemas.events import Event, FeedbackEvent, InferenceEvent, MetricPoint, ScoredInferenceEvent
+from schemas.events import (
+    AlertEvent,
+    Event,
+    FeedbackEvent,
+    InferenceEvent,
+    MetricPoint,
+    ScoredInferenceEvent,
+    SilenceEvent,
+)
 from schemas.topics import destination
 from streams.kafka.app import create_app
 from streams.kafka.topics import ensure_topics
 from streams.processes import die_with_parent
 from streams.settings import Settings
+from streams.store.alerts import StoreAlertReader
 from streams.store.runner import StoreRunner
 from streams.store.windows import StoreWindowReader
 from streams.store.writer import ClickHouseWriter
@@ -61,6 +72,8 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
         (settings.topics.inference, InferenceEvent),
         (settings.topics.feedback, FeedbackEvent),
         (settings.topics.metrics, MetricPoint),
+        (settings.topics.alerts, AlertEvent),
+        (settings.topics.silences, SilenceEvent),
     ]
     for topic_name, model in inputs:
 
@@ -88,6 +101,28 @@ def register_metrics(app: faust.App, job: WindowJob, embedder: Embedder | None) 
             await embedder.run()
 
 
+def register_alerts(app: faust.App, settings: Settings, engine: AlertEngine, limits: Limits) -> None:
+    """Every worker judges the metric points of its partitions; a window's points for one series share one.
+
+    What is not a valid point is skipped here: the ingest agent on the same topic dead-letters it.
+    """
+
+    @app.agent(raw_topic(app, settings.topics.metrics), name="alerts")
+    async def judge_points(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.ingest_batch_size, within=0.1):
+            decoded = [decode(RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value),
+                              MetricPoint, limits) for e in batch]
+            await engine.offer([p for p in decoded if isinstance(p, MetricPoint)])
+
+    @app.task
+    async def resume_series() -> None:
+        await engine.start()
+
+    @app.timer(interval=settings.alerts.reload_seconds)
+    async def judge_quiet_series() -> None:
+        await engine.tick()
+
+
 def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder | None]:
     app = create_app(settings)
     publish = publisher(app, settings)
@@ -103,8 +138,9 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
                             on_process_start=die_with_parent)
         embedder.load()
+    limits = Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes)
     ingest = Ingest(
-        writer, publish, Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes),
+        writer, publish, limits,
         enrich={InferenceEvent: (ScoredInferenceEvent, partial(scored_rows, scorers=scorers))},
         observe={InferenceEvent: embedder.offer} if embedder else {},  # type: ignore[dict-item]
     )
@@ -116,6 +152,14 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         bias_min_samples=metrics.bias_min_samples, bias_attributes=("cohort", "language", *lexicon.categories()),
     )
     register_metrics(app, WindowJob(StoreWindowReader(store), publish, plan), embedder)
+    if settings.alerts.enabled:
+        alerts = settings.alerts
+        webhooks = WebhookSender(timeout_seconds=alerts.webhook_timeout_seconds,
+                                 max_attempts=alerts.webhook_max_attempts,
+                                 max_backoff_seconds=alerts.webhook_max_backoff_seconds)
+        engine = AlertEngine(RulesSource(alerts.rules_file or DEFAULT_RULES), StoreAlertReader(store), writer,
+                             publish, webhooks, complete_timeout_seconds=alerts.complete_timeout_seconds)
+        register_alerts(app, settings, engine, limits)
     token = secrets.token_urlsafe(24)
     register_views(app, store, ingest, writer, token)
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from schemas.events import Event
+from schemas.events import Event, SeriesState, SilenceEvent
 from schemas.tables import Rejected
 
 
@@ -44,3 +44,14 @@ class WindowReader(Protocol):
     async def reference(self, size: int) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
         """The drift reference: the pinned period, else the first `size` embedded events, and their rows."""
         ...
+
+
+class AlertStore(Protocol):
+    """What alert evaluation reads back: its own state after a restart, silences, the requests behind a breach."""
+
+    async def series(self) -> list[SeriesState]: ...
+
+    async def silences(self, now: datetime) -> list[SilenceEvent]: ...
+
+    async def worst_requests(self, metric: str, series: dict[str, str], start: datetime, end: datetime,
+                             limit: int = 5) -> list[str]: ...

@@ -25,7 +25,7 @@ from processors.families.feedback import feedback_metrics
 from processors.families.latency import latency_metrics
 from processors.families.toxicity import toxicity_metrics
 from processors.ports import WindowReader
-from processors.windows import MetricValue, Window, closed_windows, metric_point
+from processors.windows import MetricValue, Window, closed_windows, with_completion
 from schemas.events import MetricPoint, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class WindowJob:
         # On a thread of its own: a busy window must not hold up the event loop that ingests.
         values = await asyncio.to_thread(self._families, window, inference, feedback, drift_inputs, feedback_only)
         computed_at = self.clock()
-        points = [metric_point(window, value, computed_at) for value in values]
+        points = with_completion(window, values, computed_at)
         if points:
             await self.publish(points)
         self.computed += 1

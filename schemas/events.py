@@ -144,20 +144,52 @@ class MetricPoint(Event):
 
 
 class AlertEvent(Event):
-    """A rule started or stopped firing."""
+    """An alert series changed state: it started firing, it resolved, or it stopped reporting.
+
+    One event per transition, with an id derived from the series and the episode, so that a replayed
+    or re-evaluated transition is stored once. `timestamp` is when the transition was judged.
+    """
 
     table: ClassVar[str] = "alerts"
 
     rule: Name
-    state: Literal["firing", "resolved"]
+    state: Literal["firing", "resolved", "no_data"]
     severity: Literal["info", "warning", "critical"] = "warning"
     metric: Name
     value: float
     threshold: float
     model: str = ""
     adapter: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="series and rule labels, with alertname")
     message: str = ""
+    fingerprint: str = ""
+    prompt_version: str = ""
+    window_start: UtcDatetime | None = Field(default=None, description="the window judged")
+    window_seconds: int = Field(default=0, ge=0)
+    starts_at: UtcDatetime | None = Field(default=None, description="when the episode began (pending or firing)")
+    ends_at: UtcDatetime | None = Field(default=None, description="when it resolved")
+    annotations: dict[str, str] = Field(default_factory=dict)
+    request_ids: list[str] = Field(default_factory=list, description="up to 5 requests behind the breach")
+    actions: list[str] = Field(default_factory=list, description="what the rule asks for: webhook, retrain")
+    silenced: bool = Field(default=False, description="a silence matched: stored and published, no webhook")
+
+
+class SilenceEvent(Event):
+    """Mutes an alert rule's webhooks (all its series, or those whose labels match) until `ends_at`.
+
+    Re-publishing a silence with the same `silence_id` replaces it: that is how one is lifted early.
+    """
+
+    table: ClassVar[str] = "silences"
+    retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "metrics"
+
+    silence_id: Name
+    rule: Name = Field(description="glob on the rule name")
+    matchers: dict[str, str] = Field(default_factory=dict, description="globs on series labels")
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime
+    created_by: str = ""
+    comment: str = ""
 
 
 class TrainingRunEvent(Event):
@@ -251,6 +283,30 @@ class TextEmbedding(Event):
     vector: list[float]
 
 
+SeriesStatus = Literal["ok", "pending", "firing", "no_data"]
+
+
+class SeriesState(Event):
+    """Where one alert series stands: stored on every change, so a restart resumes it (nothing re-fires)."""
+
+    table: ClassVar[str] = "alert_state"
+    retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "metrics"
+
+    fingerprint: str
+    rule: str
+    metric: str
+    series: dict[str, str] = Field(description="model, adapter, prompt_version and the point's labels")
+    status: SeriesStatus = "ok"
+    severity: str = ""
+    value: float | None = None
+    breaches: int = Field(default=0, ge=0, description="consecutive breaching windows")
+    last_window_start: UtcDatetime | None = None
+    last_seen: UtcDatetime | None = Field(default=None, description="when a point of the series last arrived")
+    pending_since: UtcDatetime | None = None
+    firing_since: UtcDatetime | None = None
+    cleared_at: UtcDatetime | None = Field(default=None, description="when a firing series stopped breaching")
+
+
 EVENT_KINDS: dict[str, type[Event]] = {
     "inference": InferenceEvent,
     "feedback": FeedbackEvent,
@@ -260,9 +316,11 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "model_candidate": ModelCandidateEvent,
     "deployment": DeploymentEvent,
     "dead_letter": DeadLetterEvent,
+    "silence": SilenceEvent,
 }
 
 STORED_MODELS: tuple[type[Event], ...] = (
     ScoredInferenceEvent, *(kind for kind in EVENT_KINDS.values() if kind is not InferenceEvent), TextEmbedding,
+    SeriesState,
 )
 """One model per ClickHouse table: what the writer writes and retention governs."""

@@ -18,6 +18,7 @@ from schemas.events import (
     InferenceEvent,
     MetricPoint,
     ModelCandidateEvent,
+    SilenceEvent,
     TrainingRunEvent,
 )
 
@@ -35,12 +36,13 @@ class Topics(BaseModel):
     deployments: str = "llm.deployments"
     training: str = "llm.training"
     deadletter: str = "llm.deadletter"
+    silences: str = "llm.silences"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     def names(self) -> list[str]:
         return [self.inference, self.feedback, self.metrics, self.alerts, self.models, self.deployments,
-                self.training, self.deadletter]
+                self.training, self.deadletter, self.silences]
 
 
 def model_key(model: str, adapter: str | None) -> str:
@@ -57,13 +59,15 @@ def destination(event: Event, topics: Topics) -> tuple[str, bytes]:
         case MetricPoint():
             return topics.metrics, model_key(event.model, event.adapter).encode()
         case AlertEvent():
-            return topics.alerts, model_key(event.model, event.adapter).encode()
+            return topics.alerts, event.fingerprint.encode() or event.rule.encode()
         case TrainingRunEvent():
             return topics.training, event.base_model.encode()
         case ModelCandidateEvent():
             return topics.models, event.base_model.encode()
         case DeploymentEvent():
             return topics.deployments, event.base_model.encode()
+        case SilenceEvent():
+            return topics.silences, event.rule.encode()
         case DeadLetterEvent():
             return topics.deadletter, event.origin_topic.encode()
     raise TypeError(f"{type(event).__name__} is not published to Kafka")

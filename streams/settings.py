@@ -43,6 +43,21 @@ class Metrics(BaseModel):
     group_lexicon: Path | None = Field(default=None, description="YAML of demographic terms; empty: built-in")
 
 
+class Alerts(BaseModel):
+    """Alert rules, judged in the worker as each window closes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    rules_file: Path | None = Field(default=None, description="YAML rules; empty: the default rules shipped")
+    reload_seconds: float = Field(default=2.0, gt=0, description="how often the rules file is checked for edits")
+    complete_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="points with no window.complete marker are judged this long after arriving")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=20, ge=1, description="then the webhook gives the alert up")
+    webhook_max_backoff_seconds: float = Field(default=30.0, gt=0)
+
+
 class Serving(BaseModel):
     """The gateway in front of vLLM, and the vLLM that `llmwatch up` starts unless `vllm_url` is set.
 
@@ -117,6 +132,7 @@ class Settings(BaseSettings):
     retention: Retention = Retention()
     serving: Serving = Serving()
     metrics: Metrics = Metrics()
+    alerts: Alerts = Alerts()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")

@@ -1,0 +1,1 @@
+"""Alert rules over metric points: evaluation (pure), the engine that feeds it, webhook delivery."""
