@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmwatch.alerts_cli import alerts_app, rules_app
 from llmwatch.drift_cli import app as drift_app
 from llmwatch.probe_cli import app as probe_app
 from schemas.errors import LlmwatchError
@@ -31,6 +32,8 @@ schemas_app = typer.Typer(help="The event contract.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(drift_app, name="drift")
 app.add_typer(probe_app, name="probe")
+app.add_typer(rules_app, name="rules")
+app.add_typer(alerts_app, name="alerts")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -11,6 +11,7 @@ import hashlib
 import math
 import operator
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -29,6 +30,11 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 
 
 TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(template: str) -> jinja2.Template:
+    return TEMPLATES.from_string(template)
 
 
 class _Strict(BaseModel):
@@ -104,7 +110,7 @@ class AlertRule(_Strict):
         rendered = {}
         for key, template in self.annotations.items():
             try:
-                rendered[key] = TEMPLATES.from_string(template).render(context)
+                rendered[key] = _compiled(template).render(context)
             except jinja2.TemplateError as exc:
                 rendered[key] = f"{template} (not rendered: {exc})"
         return rendered

@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from schemas.errors import BrokerError
-from schemas.events import FeedbackEvent, InferenceEvent, MetricPoint
+from schemas.events import Event
 from schemas.topics import Topics, destination
 from streams.settings import Settings
 
@@ -37,10 +37,11 @@ class Publisher:
     def from_settings(cls, settings: Settings, **producer_config: Any) -> Publisher:
         return cls(settings.bootstrap_servers, topics=settings.topics, **producer_config)
 
-    def publish(self, event: InferenceEvent | FeedbackEvent | MetricPoint) -> FutureRecordMetadata:
-        """Send without waiting; call flush() (or leave the `with` block) to wait for the broker."""
-        if not isinstance(event, InferenceEvent | FeedbackEvent | MetricPoint):
-            raise TypeError(f"publish InferenceEvent, FeedbackEvent or MetricPoint, not {type(event).__name__}")
+    def publish(self, event: Event) -> FutureRecordMetadata:
+        """Send without waiting; call flush() (or leave the `with` block) to wait for the broker.
+
+        Apps publish inference and feedback events; llmwatch's own tools publish the other kinds the same way.
+        """
         topic, key = destination(event, self.topics)
         return self._producer.send(topic, value=event.model_dump_json().encode(), key=key)
 

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from processors.alerting.evaluation import Evaluation, evaluate
+from processors.alerting.evaluation import AlertState, Evaluation, RuleSet, evaluate
 from processors.alerting.webhooks import WebhookSender
 from processors.ports import AlertStore, RowWriter
 from processors.windows import WINDOW_COMPLETE
 from schemas.errors import ConfigurationError
-from schemas.events import AlertEvent, MetricPoint, SeriesState, utcnow
+from schemas.events import AlertEvent, MetricPoint, utcnow
 from schemas.rules import AlertRule, RulesError, RulesFile, load_rules
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ class AlertEngine:
         self.webhooks = webhooks
         self.complete_timeout = complete_timeout_seconds
         self.clock = clock
-        self.state: dict[str, SeriesState] = {}
+        self.state = AlertState()
+        self.ruleset = RuleSet(self.rules)
         self.waiting: dict[SeriesKey, list[MetricPoint]] = {}
         self.first_seen: dict[SeriesKey, float] = {}
         self.fired = 0
@@ -101,8 +102,8 @@ class AlertEngine:
 
     async def start(self) -> None:
         """Resume every series where it stood: nothing re-fires, nothing pending is forgotten."""
-        self.state = {s.fingerprint: s for s in await self.store.series()}
-        log.info("alerting: %d rules, %d series resumed", len(self.rules), len(self.state))
+        self.state = AlertState.resumed(await self.store.series())
+        log.info("alerting: %d rules, %d series resumed", len(self.rules), len(self.state.series))
 
     async def offer(self, points: Sequence[MetricPoint]) -> None:
         complete: set[SeriesKey] = set()
@@ -119,20 +120,22 @@ class AlertEngine:
         for key in ready:
             self.first_seen.pop(key, None)
         if judged:
-            await self.judge(judged)
+            await self.judge(judged, quiet=False)
 
     async def tick(self) -> None:
         """Judge what waited past the timeout, series gone quiet, and pick up an edited rules file."""
         if self.source.reload():
+            self.ruleset = RuleSet(self.rules)
             names = {rule.name for rule in self.rules}
-            self.state = {fp: s for fp, s in self.state.items() if s.rule in names}
+            self.state = AlertState({fp: s for fp, s in self.state.series.items() if s.rule in names},
+                                    self.state.seen)
         await self.offer([])
-        await self.judge([])
+        await self.judge([], quiet=True)
 
-    async def judge(self, points: Sequence[MetricPoint]) -> Evaluation:
+    async def judge(self, points: Sequence[MetricPoint], *, quiet: bool) -> Evaluation:
         async with self._lock:
             now = self.clock()
-            result = evaluate(self.rules, points, self.state, now, await self.store.silences(now))
+            result = evaluate(self.ruleset, points, self.state, now, await self.store.silences(now), quiet=quiet)
             events = [await self._with_requests(e) for e in result.events]
             if events:
                 await self.publish(events)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from processors.alerting.evaluation import evaluate
+from processors.alerting.evaluation import AlertState, evaluate
 from schemas.events import AlertEvent, MetricPoint, SeriesState, SilenceEvent
 from schemas.rules import AlertRule
 
@@ -31,15 +31,15 @@ def requests(i: int, n: float, **kw: Any) -> MetricPoint:
 
 def run(rules: list[AlertRule], values: list[float], *, extra: list[list[MetricPoint]] | None = None,
         silences: list[SilenceEvent] | None = None) -> tuple[list[AlertEvent], dict[str, SeriesState]]:
-    """One window after another, each judged as it completes; returns every event and the final state."""
-    state: dict[str, SeriesState] = {}
+    """One window after another, each judged as it completes; returns every event and the stored series."""
+    state = AlertState()
     events: list[AlertEvent] = []
     for i, value in enumerate(values):
         points = [point(i, value), *(extra[i] if extra else [])]
         result = evaluate(rules, points, state, T0 + timedelta(seconds=10 * i + 11), silences or [])
         state = result.state
         events += result.events
-    return events, state
+    return events, state.series
 
 
 def kinds(events: list[AlertEvent]) -> list[str]:
@@ -98,15 +98,15 @@ def test_min_requests_leaves_quiet_windows_unjudged() -> None:
 
 def test_a_window_is_judged_once_even_if_recomputed() -> None:
     r = rule(**{"for": 2})
-    first = evaluate([r], [point(0, 1500)], {}, T0 + timedelta(seconds=11))
+    first = evaluate([r], [point(0, 1500)], AlertState(), T0 + timedelta(seconds=11))
     again = evaluate([r], [point(0, 1500)], first.state, T0 + timedelta(seconds=600))  # the horizon pass
-    assert again.events == [] and next(iter(again.state.values())).breaches == 1
+    assert again.events == [] and next(iter(again.state.series.values())).breaches == 1
 
 
 def test_each_series_has_its_own_fingerprint_and_state() -> None:
     points = [point(0, 1500, adapter="a"), point(0, 200, adapter="b"), point(0, 1500, model="other")]
-    result = evaluate([rule()], points, {}, T0 + timedelta(seconds=11))
-    assert len(result.state) == 3
+    result = evaluate([rule()], points, AlertState(), T0 + timedelta(seconds=11))
+    assert len(result.state.seen) == 3 and len(result.state.series) == 2, "only series that left ok are stored"
     assert sorted((e.model, e.adapter) for e in result.events) == [("m", "a"), ("other", "")]
     assert len({e.fingerprint for e in result.events}) == 2
 
@@ -117,13 +117,13 @@ def test_filters_select_series_by_glob_and_labels() -> None:
     points = [point(0, 1, name="bias.toxicity_rate.detected", adapter="support-v4", labels={"attribute": "gender"}),
               point(0, 1, name="bias.toxicity_rate.detected", adapter="support-v4", labels={"attribute": "age"}),
               point(0, 1, name="bias.toxicity_rate.detected", adapter="", labels={"attribute": "gender"})]
-    result = evaluate([r], points, {}, T0 + timedelta(seconds=11))
+    result = evaluate([r], points, AlertState(), T0 + timedelta(seconds=11))
     assert [(e.adapter, e.labels["attribute"]) for e in result.events] == [("support-v4", "gender")]
 
 
 def test_points_of_other_metrics_and_window_lengths_are_ignored_quietly() -> None:
     points = [point(0, 1e9, name="unknown_metric"), point(0, 1e9, seconds=60)]
-    assert evaluate([rule()], points, {}, T0 + timedelta(seconds=61)).state == {}
+    assert evaluate([rule()], points, AlertState(), T0 + timedelta(seconds=61)).state == AlertState()
 
 
 @pytest.mark.parametrize(("mode", "expected_kinds", "status"), [
@@ -133,19 +133,19 @@ def test_points_of_other_metrics_and_window_lengths_are_ignored_quietly() -> Non
 ])
 def test_no_data_modes_for_a_firing_series(mode: str, expected_kinds: list[str], status: str) -> None:
     r = rule(no_data={"mode": mode, "after_seconds": 60})
-    first = evaluate([r], [point(0, 1500)], {}, T0 + timedelta(seconds=11))
+    first = evaluate([r], [point(0, 1500)], AlertState(), T0 + timedelta(seconds=11))
     later = evaluate([r], [], first.state, T0 + timedelta(seconds=11 + 59))
     assert later.events == [], "not quiet long enough yet"
     quiet = evaluate([r], [], first.state, T0 + timedelta(seconds=11 + 61))
     assert kinds(first.events + quiet.events) == expected_kinds
-    assert next(iter(quiet.state.values())).status == status
+    assert next(iter(quiet.state.series.values())).status == status
     again = evaluate([r], [], quiet.state, T0 + timedelta(seconds=11 + 200))
     assert again.events == [], "a quiet series says so once"
 
 
 def test_no_data_alerting_fires_a_quiet_series() -> None:
     r = rule(no_data={"mode": "alerting", "after_seconds": 60})
-    first = evaluate([r], [point(0, 100)], {}, T0 + timedelta(seconds=11))
+    first = evaluate([r], [point(0, 100)], AlertState(), T0 + timedelta(seconds=11))
     quiet = evaluate([r], [], first.state, T0 + timedelta(seconds=100))
     assert kinds(quiet.events) == ["firing"]
 
@@ -165,15 +165,15 @@ def test_silenced_series_still_change_state_and_say_they_were_silenced() -> None
 
 def test_events_are_the_same_when_the_same_points_are_judged_again() -> None:
     """A replay after a crash (state not yet stored) yields the same ids: the store keeps one row."""
-    first = evaluate([rule()], [point(0, 1500)], {}, T0 + timedelta(seconds=11))
-    replay = evaluate([rule()], [point(0, 1500)], {}, T0 + timedelta(seconds=15))
+    first = evaluate([rule()], [point(0, 1500)], AlertState(), T0 + timedelta(seconds=11))
+    replay = evaluate([rule()], [point(0, 1500)], AlertState(), T0 + timedelta(seconds=15))
     assert [e.event_id for e in first.events] == [e.event_id for e in replay.events]
 
 
 def test_annotations_and_labels_of_the_event() -> None:
     r = rule(labels={"team": "llm"}, annotations={"summary": "p99 {{ value | int }} ms on {{ labels.model }}"},
              actions={"retrain": True})
-    event = evaluate([r], [point(0, 1500.7)], {}, T0 + timedelta(seconds=11)).events[0]
+    event = evaluate([r], [point(0, 1500.7)], AlertState(), T0 + timedelta(seconds=11)).events[0]
     assert event.annotations == {"summary": "p99 1500 ms on m"} and event.message == "p99 1500 ms on m"
     assert event.labels["alertname"] == "p99" and event.labels["team"] == "llm"
     assert event.actions == ["retrain"] and event.threshold == 1000
@@ -181,7 +181,7 @@ def test_annotations_and_labels_of_the_event() -> None:
 
 def test_only_changed_series_are_handed_back_for_storing() -> None:
     r = rule()
-    first = evaluate([r], [point(0, 500), point(0, 1500, model="x")], {}, T0 + timedelta(seconds=11))
-    assert len(first.changed) == 2
+    first = evaluate([r], [point(0, 500), point(0, 1500, model="x")], AlertState(), T0 + timedelta(seconds=11))
+    assert list(first.changed) == [next(iter(first.state.series))], "the ok series is not stored"
     nothing = evaluate([r], [], first.state, T0 + timedelta(seconds=12))
     assert nothing.changed == {}

@@ -12,7 +12,8 @@ from schemas.rules import RulesError, fingerprint, load_rules, parse_rules
 
 def test_the_shipped_rules_parse() -> None:
     names = [rule.name for rule in load_rules(DEFAULT_RULES).rules]
-    assert {"latency_p99_high", "error_rate_high", "toxic_rate_high", "drift_detected", "thumbs_down_high"} <= set(names)
+    assert {"latency_p99_high", "error_rate_high", "toxic_rate_high", "drift_detected",
+            "thumbs_down_high"} <= set(names)
 
 
 def test_every_error_names_its_rule_and_line() -> None:
