@@ -83,30 +83,39 @@ def check(file: Annotated[Path, typer.Argument(help="The rules YAML to check", e
 @rules_app.command("list")
 def list_rules(file: Annotated[Path | None, typer.Option(help="Rules file; default: the one in force")] = None
                ) -> None:
-    """Each rule and each of its series: state (ok, pending, firing, no_data, silenced) and last value."""
+    """Each rule and each of its series seen in the last day: state (ok, pending, firing, no_data, silenced)
+    and the latest value."""
     settings = load_settings()
     rules = load_rules(_rules_path(settings, file))
     now = datetime.now(UTC)
     states = [SeriesState.model_validate(r) for r in _records(settings, "SELECT * EXCEPT ingested_at FROM alert_state")]
     silences = [SilenceEvent.model_validate(r) for r in _records(
         settings, f"SELECT * EXCEPT ingested_at FROM silences WHERE ends_at > '{now:%Y-%m-%d %H:%M:%S}'")]
-    from processors.alerting.evaluation import silenced
+    from processors.alerting.evaluation import filters, selects, series_fingerprint, series_key, silenced
 
-    by_rule: dict[str, list[SeriesState]] = defaultdict(list)
-    for state in states:
-        by_rule[state.rule].append(state)
+    stored = {state.fingerprint: state for state in states}
     table = Table("rule", "metric", "condition", "series", "state", "value", "last window (UTC)")
     for rule in rules.rules:
         condition = f"{rule.op} {rule.threshold:g}" + (f" (warn {rule.warning:g})" if rule.warning is not None else "")
-        series = sorted(by_rule.get(rule.name, []), key=lambda s: _series(s.series))
-        if not series:
-            table.add_row(rule.name, rule.metric, condition, "-", "no series yet", "", "")
-        for state in series:
-            status = state.status + (" (silenced)" if silenced(silences, rule.name, state.series, now) else "")
-            color = {"firing": "red", "pending": "yellow", "no_data": "magenta"}.get(state.status, "green")
-            table.add_row(rule.name, rule.metric, condition, _series(state.series), f"[{color}]{status}[/]",
-                          "" if state.value is None else f"{state.value:.4g}",
-                          f"{state.last_window_start:%Y-%m-%d %H:%M:%S}" if state.last_window_start else "")
+        latest = [MetricPoint.model_validate(r) for r in _records(
+            settings, "SELECT any(name) AS name, argMax(value, window_start) AS value, max(window_start) AS "
+            "window_start, any(window_seconds) AS window_seconds, model, adapter, prompt_version, labels "
+            f"FROM metric_points WHERE name = '{rule.metric.replace(chr(39), '')}' "
+            f"AND window_seconds = {rule.window_seconds} AND window_start > now() - INTERVAL 1 DAY "
+            "GROUP BY model, adapter, prompt_version, labels")]
+        shown = [(series_fingerprint(rule.name, series_key(p)), p) for p in latest
+                 if selects(filters(rule), series_key(p))]
+        if not shown:
+            table.add_row(rule.name, rule.metric, condition, "-", "no data in the last day", "", "")
+        for print_, point in sorted(shown, key=lambda item: series_key(item[1])):
+            state = stored.get(print_)
+            status = state.status if state else "ok"
+            labels = state.series if state else {"model": point.model, "adapter": point.adapter,
+                                                 "prompt_version": point.prompt_version, **point.labels}
+            status += " (silenced)" if silenced(silences, rule.name, labels, now) else ""
+            color = {"firing": "red", "pending": "yellow", "no_data": "magenta"}.get(status.split()[0], "green")
+            table.add_row(rule.name, rule.metric, condition, _series(labels), f"[{color}]{status}[/]",
+                          f"{point.value:.4g}", f"{point.window_start:%Y-%m-%d %H:%M:%S}")
     console.print(table)
 
 
