@@ -71,7 +71,7 @@ def metric_point(window: Window, value: MetricValue, computed_at: datetime) -> M
     )
 
 
-WINDOW_COMPLETE = "window.complete"
+SERIES_COMPLETE = "window.series_complete"
 """The last point of a window pass for one series: its value is how many points came before it.
 
 Published after the series' points, with the same key (same partition, so after them in order): a reader
@@ -80,13 +80,13 @@ that has seen it has seen the series' whole window. Alert evaluation waits for i
 
 
 def with_completion(window: Window, values: list[MetricValue], computed_at: datetime) -> list[MetricPoint]:
-    """The window's points grouped by series, each series closed by its `window.complete` point."""
+    """The window's points grouped by series, each series closed by its `window.series_complete` point."""
     by_series: dict[tuple[str, str, str], list[MetricValue]] = {}
     for value in values:
         by_series.setdefault((value.model, value.adapter, value.prompt_version), []).append(value)
     points = []
     for (model, adapter, prompt_version), series in sorted(by_series.items()):
         points += [metric_point(window, value, computed_at) for value in series]
-        marker = MetricValue(WINDOW_COMPLETE, float(len(series)), model, adapter, prompt_version)
+        marker = MetricValue(SERIES_COMPLETE, float(len(series)), model, adapter, prompt_version)
         points.append(metric_point(window, marker, computed_at))
     return points

@@ -1,7 +1,7 @@
 """Alert rules in the stream: points in, complete windows judged by `evaluate`, alerts out.
 
 Points of a window reach llm.metrics in several batches. They wait here, per window and series, until the
-series' `window.complete` point arrives (the window job sends it last, on the same partition), so a rule
+series' `window.series_complete` point arrives (the window job sends it last, on the same partition), so a rule
 is judged on a complete window and `min_requests` on that window's request count. Points of producers
 that send no such marker (the bias probe, other tools) are judged `complete_timeout_seconds` after the
 first of them arrived.
@@ -24,7 +24,7 @@ from pathlib import Path
 from processors.alerting.evaluation import AlertState, Evaluation, RuleSet, evaluate
 from processors.alerting.webhooks import WebhookSender
 from processors.ports import AlertStore, RowWriter
-from processors.windows import WINDOW_COMPLETE
+from processors.windows import SERIES_COMPLETE
 from schemas.errors import ConfigurationError
 from schemas.events import AlertEvent, MetricPoint, utcnow
 from schemas.rules import AlertRule, RulesError, RulesFile, load_rules
@@ -109,7 +109,7 @@ class AlertEngine:
         complete: set[SeriesKey] = set()
         for point in points:
             key = _key(point)
-            if point.name == WINDOW_COMPLETE:
+            if point.name == SERIES_COMPLETE:
                 complete.add(key)
                 continue
             self.waiting.setdefault(key, []).append(point)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -21,9 +21,15 @@ WORST_FIRST = {
 """Which requests stand behind a breach of a metric, by the metric name's first word (`latency_p99_ms`...)."""
 
 
+def _utc(value: Any) -> Any:
+    """Nullable DateTime64 columns come back without their zone; every llmwatch time is UTC."""
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
 def _records(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     result = client.query(sql, parameters=parameters or {}, settings=READ_SETTINGS)
-    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    return [{name: _utc(value) for name, value in zip(result.column_names, row, strict=True)}
+            for row in result.result_rows]
 
 
 def _fields(model: type, record: dict[str, Any]) -> dict[str, Any]:

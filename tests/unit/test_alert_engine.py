@@ -64,7 +64,7 @@ def test_a_window_is_judged_when_its_marker_arrives_with_points_from_earlier_bat
     store, published = Store(), []
     alerts = engine(tmp_path, store, published)
     requests, p99, marker = window_points(50, 3000)
-    assert marker.name == "window.complete" and marker.value == 2
+    assert marker.name == "window.series_complete" and marker.value == 2
     asyncio.run(alerts.offer([requests]))
     asyncio.run(alerts.offer([p99]))
     assert published == [], "not judged before the window is complete"
