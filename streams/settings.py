@@ -52,7 +52,7 @@ class Alerts(BaseModel):
     rules_file: Path | None = Field(default=None, description="YAML rules; empty: the default rules shipped")
     reload_seconds: float = Field(default=2.0, gt=0, description="how often the rules file is checked for edits")
     complete_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="points with no window.series_complete marker are judged this long after arriving")
+        default=5.0, gt=0, description="points with no series marker are judged this long after arriving")
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=20, ge=1, description="then the webhook gives the alert up")
     webhook_max_backoff_seconds: float = Field(default=30.0, gt=0)

@@ -1,8 +1,8 @@
 """Alert rules in the stream: points in, complete windows judged by `evaluate`, alerts out.
 
-Points of a window reach llm.metrics in several batches. They wait here, per window and series, until the
-series' `window.series_complete` point arrives (the window job sends it last, on the same partition), so a rule
-is judged on a complete window and `min_requests` on that window's request count. Points of producers
+Points of a window reach llm.metrics in several batches. They wait here, per window and series, until
+the series' `window.series_complete` point arrives (the window job sends it last, on the same partition),
+so a rule is judged on a complete window and `min_requests` on that window's request count. Points of producers
 that send no such marker (the bias probe, other tools) are judged `complete_timeout_seconds` after the
 first of them arrived.
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from processors.alerting.engine import AlertEngine, RulesSource
 from processors.alerting.webhooks import WebhookSender, alertmanager_body, signature
-from processors.windows import Window, with_completion
 from processors.windows import MetricValue as V
+from processors.windows import Window, with_completion
 from schemas.events import AlertEvent, Event, SeriesState, SilenceEvent
 from schemas.tables import Rejected
 
