@@ -7,11 +7,14 @@ import random
 import subprocess
 import sys
 
+import pytest
 from kafka import KafkaConsumer
 
 from llmwatch.traffic import MALFORMED, inference_event
 from schemas import DeadLetterEvent, FeedbackEvent
 from tests.integration.conftest import Worker, to_env, wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def test_valid_events_become_rows(worker: Worker) -> None:

@@ -12,6 +12,8 @@ import pytest
 
 from tests.integration.conftest import Worker, to_env, wait_until
 
+pytestmark = pytest.mark.integration
+
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
 

@@ -6,8 +6,12 @@ import random
 import signal
 from collections.abc import Callable
 
+import pytest
+
 from llmwatch.traffic import inference_event
 from tests.integration.conftest import Worker, wait_until
+
+pytestmark = pytest.mark.integration
 
 N = 20_000
 
