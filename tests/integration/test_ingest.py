@@ -35,8 +35,10 @@ def test_valid_events_become_rows(worker: Worker) -> None:
     events = [inference_event(rng) for _ in range(300)]
     feedback = [FeedbackEvent(request_id=e.request_id, thumbs="down", comment="meh") for e in events[:40]]
     with worker.publisher() as publisher:
-        for event in [*events, *feedback]:
+        for event in events:
             publisher.publish(event)
+        for said in feedback:
+            publisher.publish(said)
     ids = ",".join(f"'{e.request_id}'" for e in events)
     wait_until(lambda: worker.count(f"SELECT count() FROM inference_events WHERE request_id IN ({ids})") == 300,
                60, "300 inference rows")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -68,8 +68,10 @@ def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
                         status="error" if i == 3 else "ok", prompt_template_version="v2", cohort="free",
                         language="de", user_id="u-9", timestamp=minute + timedelta(minutes=3, seconds=5 + i))
          for i in range(4)]
-    thumbs = [(a[0], "down"), (a[1], "up"), (a[2], "up"), (a[3], "up"),
-              (b[0], "down"), (b[1], "down"), (b[2], "down"), (b[3], "up")]
+    thumbs: list[tuple[InferenceEvent, Literal["up", "down"]]] = [
+        (a[0], "down"), (a[1], "up"), (a[2], "up"), (a[3], "up"),
+        (b[0], "down"), (b[1], "down"), (b[2], "down"), (b[3], "up"),
+    ]
     feedback = [FeedbackEvent(request_id=event.request_id, thumbs=says) for event, says in thumbs]
     feedback += [FeedbackEvent(request_id=a[4].request_id, score=0.1),  # no thumbs: not rated
                  FeedbackEvent(request_id="readme-no-such-request", thumbs="down")]  # joins nothing
@@ -87,7 +89,8 @@ def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
     ]
     topics = worker.settings.topics
     with worker.publisher() as publisher:
-        for event in [*a, *b, *feedback, *points]:
+        sent: list[InferenceEvent | FeedbackEvent | MetricPoint] = [*a, *b, *feedback, *points]
+        for event in sent:
             publisher.publish(event)
         for _ in range(3):
             publisher.publish_raw(topics.inference, b"this is not json {")
