@@ -64,7 +64,8 @@ def test_retention_follows_settings(store: StoreRunner) -> None:
 
 
 def test_replayed_events_are_never_seen_twice(store: StoreRunner) -> None:
-    events = [inference_event(random.Random(seed)) for seed in range(50)]
+    # seeds named after the test: another test seeded alike would store the same event_id under another sort key
+    events = [inference_event(random.Random(f"replayed-{seed}")) for seed in range(50)]
     writer = ClickHouseWriter(store, max_rows=7, max_backoff_seconds=1)
     for _ in range(3):
         assert asyncio.run(writer.write(events)) == []
@@ -93,7 +94,7 @@ def test_an_unreachable_store_is_waited_out_not_dropped(store: StoreRunner) -> N
         delays.append(seconds)
 
     writer = ClickHouseWriter(outage, max_rows=100, max_backoff_seconds=5, sleep=record_sleep)  # type: ignore[arg-type]
-    event = inference_event(random.Random(99))
+    event = inference_event(random.Random("unreachable-store"))
     assert asyncio.run(writer.write([event])) == []
     assert len(delays) == 3 and writer.stats["inference_events"].retries == 3
     assert count(store, f"SELECT count() FROM inference_events WHERE event_id = '{event.event_id}'") == 1

@@ -46,7 +46,7 @@ def test_feedback_before_its_inference_counts_once_the_inference_arrives(store: 
     job = WindowJob(StoreWindowReader(store), published, WindowPlan(window_seconds=(10,), bias_attributes=["cohort"]),
                     clock=lambda: START + timedelta(hours=1))
     window = Window(START, 10)
-    rng = random.Random(3)
+    rng = random.Random("feedback-before-inference")
     events = [inference_event(rng).model_copy(update={"model": "join-test", "adapter": None,
                                                       "request_id": f"join-test-{i}", "prompt_template_version": "v1",
                                                       "timestamp": START + timedelta(seconds=i % 10)})

@@ -25,7 +25,16 @@ from streams.publisher import Publisher
 from streams.settings import Settings, Topics
 from streams.store.sql import query, running_worker
 
-pytestmark = pytest.mark.integration
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A conftest's `pytestmark` marks nothing, so each module here says `pytestmark = pytest.mark.integration`;
+    one that forgets would run in the fast tier (`-m "not integration"`), so collection refuses it."""
+    here = Path(__file__).parent
+    unmarked = sorted({str(item.path.relative_to(here.parents[1])) for item in items
+                       if item.path.is_relative_to(here) and item.get_closest_marker("integration") is None})
+    if unmarked:
+        raise pytest.UsageError(f"integration tests without `pytestmark = pytest.mark.integration`: {unmarked}")
 
 
 def free_port() -> int:

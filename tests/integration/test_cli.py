@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from llmwatch.traffic import feedback_for, inference_event
 from schemas import EVENT_KINDS
 from streams.kafka.broker import port_open
 from tests.integration.conftest import free_port, wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def llmwatch(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

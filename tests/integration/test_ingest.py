@@ -6,12 +6,28 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 
+import pytest
 from kafka import KafkaConsumer
 
-from llmwatch.traffic import MALFORMED, inference_event
+from llmwatch.traffic import inference_event
 from schemas import DeadLetterEvent, FeedbackEvent
 from tests.integration.conftest import Worker, to_env, wait_until
+
+pytestmark = pytest.mark.integration
+
+BAD_INPUT = [
+    ("not_json", b"this is not json {"),
+    ("invalid_utf8", b'{"request_id": "\xff\xfe", "model": "m"}'),
+    ("invalid_fields", b'{"request_id": "r-missing-model", "prompt": "hi"}'),
+    ("invalid_fields", b'{"request_id": "r", "model": "m", "prompt": "hi", "latency_ms": "fast"}'),
+    ("unknown_schema_version",
+     b'{"schema_version": 99, "request_id": "r", "model": "m", "prompt": "hi", "latency_ms": 1}'),
+    ("not_an_object", b'["an", "array"]'),
+    ("empty", b""),
+]
+"""Each kind of bad input and the reason the worker must give, written here rather than taken from the product."""
 
 
 def test_valid_events_become_rows(worker: Worker) -> None:
@@ -19,8 +35,10 @@ def test_valid_events_become_rows(worker: Worker) -> None:
     events = [inference_event(rng) for _ in range(300)]
     feedback = [FeedbackEvent(request_id=e.request_id, thumbs="down", comment="meh") for e in events[:40]]
     with worker.publisher() as publisher:
-        for event in [*events, *feedback]:
+        for event in events:
             publisher.publish(event)
+        for said in feedback:
+            publisher.publish(said)
     ids = ",".join(f"'{e.request_id}'" for e in events)
     wait_until(lambda: worker.count(f"SELECT count() FROM inference_events WHERE request_id IN ({ids})") == 300,
                60, "300 inference rows")
@@ -38,7 +56,7 @@ def test_valid_events_become_rows(worker: Worker) -> None:
 
 def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason(worker: Worker) -> None:
     oversized = b'{"pad": "' + b"x" * (worker.settings.max_event_bytes + 10) + b'"}'
-    bad = [*MALFORMED, ("too_large", oversized)]
+    bad = [*BAD_INPUT, ("too_large", oversized)]
     topic = worker.settings.topics.inference
     with worker.publisher() as publisher:
         sent = [publisher.publish_raw(topic, payload).get(timeout=30) for _, payload in bad]
@@ -68,22 +86,46 @@ def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason(worker: Worker
         assert letter.truncated == (len(payload) > worker.settings.dead_letter_raw_bytes)
 
 
-def test_counts_reconcile_and_the_worker_survives_bad_input(worker: Worker) -> None:
-    rng = random.Random(23)
+def test_counts_reconcile_with_what_was_published_on_both_topics(make_worker: Callable[[], Worker]) -> None:
+    """A worker of its own, so that its counters and tables hold this test's events and no other's."""
+    worker = make_worker().start()
+    topics = worker.settings.topics
+    rng = random.Random("counts-reconcile")
+    garbage = b"\x00\xff garbage"
+    inference: list[str] = []
+    feedback: list[str] = []
+    bad: list[tuple[str, int, int]] = []
     with worker.publisher() as publisher:
         for n in range(200):
             if n % 10 == 0:
-                publisher.publish_raw(worker.settings.topics.feedback, b"\x00\xff garbage")
+                for topic in (topics.inference, topics.feedback):
+                    meta = publisher.publish_raw(topic, garbage).get(timeout=30)
+                    bad.append((topic, meta.partition, meta.offset))
             else:
+                event = inference_event(rng)
+                publisher.publish(event)
                 publisher.publish(FeedbackEvent(request_id=f"rec-{n}", score=rng.random()))
+                inference.append(event.request_id)
+                feedback.append(f"rec-{n}")
 
-    def reconciled() -> bool:
-        counts = worker.health()["ingest"].get("feedback_events", {})
-        return counts.get("received", 0) >= 200 and \
-            counts["received"] == counts["stored"] + counts["dead_lettered"]
+    def received() -> dict[str, int]:
+        counts = worker.health()["ingest"]
+        return {table: counts.get(table, {}).get("received", 0) for table in ("inference_events", "feedback_events")}
 
-    wait_until(reconciled, 60, "feedback counts to reconcile")
-    assert worker.count("SELECT count() FROM feedback_events WHERE startsWith(request_id, 'rec-')") == 180
+    def stored() -> int:
+        return worker.count("SELECT (SELECT count() FROM inference_events) + (SELECT count() FROM feedback_events)"
+                            " + (SELECT count() FROM dead_letters)")
+
+    wait_until(lambda: sum(received().values()) >= 400 and stored() >= 400, 120,
+               "the worker to take all 400 messages and store each as a row or a dead letter")
+    ingest = worker.health()["ingest"]
+    for table in ("inference_events", "feedback_events"):
+        assert {key: ingest[table][key] for key in ("received", "stored", "dead_lettered")} == \
+            {"received": 200, "stored": 180, "dead_lettered": 20}, table
+    assert sorted(row[0] for row in worker.sql("SELECT request_id FROM inference_events")) == sorted(inference)
+    assert sorted(row[0] for row in worker.sql("SELECT request_id FROM feedback_events")) == sorted(feedback)
+    letters = worker.sql("SELECT origin_topic, origin_partition, origin_offset, reason FROM dead_letters")
+    assert sorted(tuple(row) for row in letters) == sorted((*origin, "invalid_utf8") for origin in bad)
     assert worker.process is not None and worker.process.poll() is None
 
 

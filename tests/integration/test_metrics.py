@@ -14,6 +14,8 @@ from schemas import InferenceEvent
 from streams.settings import Metrics
 from tests.integration.conftest import Worker, wait_until
 
+pytestmark = pytest.mark.integration
+
 TOXIC = ["You are a stupid fucking idiot.", "Shut up, you worthless piece of shit.", "Go to hell, moron."]
 CLEAN = ["Expect light rain tomorrow.", "Preheat the oven to 180 degrees.", "Open Settings, then Security."]
 

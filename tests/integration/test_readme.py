@@ -6,11 +6,19 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
+from schemas import FeedbackEvent, InferenceEvent, MetricPoint
+from streams.settings import Metrics
 from tests.integration.conftest import Worker, to_env, wait_until
+
+pytestmark = pytest.mark.integration
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
@@ -35,7 +43,116 @@ def test_the_publishing_example_runs_and_its_events_land(worker: Worker) -> None
                "the README's feedback event")
 
 
+@dataclass(frozen=True)
+class Published:
+    """What `published` sent to a worker of its own, so that each query's answer is known in advance."""
+
+    worker: Worker
+    events: list[InferenceEvent]
+    first_minute: datetime
+
+
+@pytest.fixture(scope="module")
+def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
+    """Two models in two minutes of the last hour, rated feedback, garbage on both topics and bias points.
+    The worker computes no bias points of its own (too few samples) and embeds nothing."""
+    worker = make_worker(metrics=Metrics(bias_min_samples=1_000_000, embed_per_second=0)).start()
+    minute = (datetime.now(UTC) - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    a = [InferenceEvent(request_id=f"readme-a-{i}", model="readme-a", prompt="hi", latency_ms=100.0, ttft_ms=10.0,
+                        prompt_tokens=10, completion_tokens=None if i == 5 else 20,
+                        status="error" if i == 5 else "ok", prompt_template_version="v1", cohort="pro",
+                        language="en", user_id=f"u-{i % 3}", timestamp=minute + timedelta(seconds=5 + i))
+         for i in range(6)]
+    b = [InferenceEvent(request_id=f"readme-b-{i}", model="readme-b", adapter="readme-lora", prompt="hi",
+                        latency_ms=300.0, ttft_ms=30.0, prompt_tokens=5, completion_tokens=None if i == 3 else 50,
+                        status="error" if i == 3 else "ok", prompt_template_version="v2", cohort="free",
+                        language="de", user_id="u-9", timestamp=minute + timedelta(minutes=3, seconds=5 + i))
+         for i in range(4)]
+    thumbs: list[tuple[InferenceEvent, Literal["up", "down"]]] = [
+        (a[0], "down"), (a[1], "up"), (a[2], "up"), (a[3], "up"),
+        (b[0], "down"), (b[1], "down"), (b[2], "down"), (b[3], "up"),
+    ]
+    feedback = [FeedbackEvent(request_id=event.request_id, thumbs=says) for event, says in thumbs]
+    feedback += [FeedbackEvent(request_id=a[4].request_id, score=0.1),  # no thumbs: not rated
+                 FeedbackEvent(request_id="readme-no-such-request", thumbs="down")]  # joins nothing
+
+    def gap(name: str, attribute: str, worst: str, best: str, value: float, start: datetime) -> MetricPoint:
+        return MetricPoint(name=name, value=value, window_start=start, window_seconds=10, model="readme-a",
+                           labels={"attribute": attribute, "max_group": worst, "min_group": best})
+
+    points = [
+        gap("bias.toxic_rate.gap", "cohort", "free", "pro", 0.2, minute),
+        gap("bias.toxic_rate.gap", "cohort", "free", "pro", 0.35, minute + timedelta(seconds=10)),
+        gap("bias.refusal_rate.gap", "language", "de", "en", 0.1, minute),
+        gap("bias.toxic_rate.gap", "cohort", "free", "pro", 0.9, minute - timedelta(hours=2)),  # too old
+        gap("bias.toxic_rate", "cohort", "free", "pro", 0.8, minute),  # not a gap
+    ]
+    topics = worker.settings.topics
+    with worker.publisher() as publisher:
+        sent: list[InferenceEvent | FeedbackEvent | MetricPoint] = [*a, *b, *feedback, *points]
+        for event in sent:
+            publisher.publish(event)
+        for _ in range(3):
+            publisher.publish_raw(topics.inference, b"this is not json {")
+        for _ in range(2):
+            publisher.publish_raw(topics.feedback, b"")
+    counts = "SELECT (SELECT count() FROM inference_events), (SELECT count() FROM feedback_events), " \
+             "(SELECT count() FROM dead_letters), (SELECT count() FROM metric_points WHERE name LIKE 'bias.%')"
+    wait_until(lambda: worker.sql(counts) == [[10, len(feedback), 5, len(points)]], 120, "what was published")
+    yield Published(worker, [*a, *b], minute)
+    worker.stop()
+
+
+def minute_of(value: object) -> datetime:
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def latency_per_model(rows: list[list[Any]], published: Published) -> None:
+    assert rows == [["readme-a", None, 6, [100.0, 100.0, 100.0], 10.0],
+                    ["readme-b", "readme-lora", 4, [300.0, 300.0, 300.0], 30.0]]
+
+
+def error_rate_per_minute(rows: list[list[Any]], published: Published) -> None:
+    assert [minute_of(row[0]) for row in rows] == [published.first_minute + timedelta(minutes=m) for m in range(4)]
+    assert [row[1:] for row in rows] == [[6, 0.1667], [0, 0], [0, 0], [4, 0.25]]
+
+
+def thumbs_down_rate(rows: list[list[Any]], published: Published) -> None:
+    assert rows == [["readme-lora", "v2", 4, 0.75], [None, "v1", 4, 0.25]]
+
+
+def dead_letters_by_reason(rows: list[list[Any]], published: Published) -> None:
+    topics = published.worker.settings.topics
+    assert [row[:3] for row in rows] == [[topics.inference, "not_json", 3], [topics.feedback, "empty", 2]]
+    assert all(row[3] for row in rows), "each reason comes with an example"
+
+
+def tokens_per_cohort(rows: list[list[Any]], published: Published) -> None:
+    a, b = published.events[0], published.events[-1]
+    expected = [[a.timestamp.date().isoformat(), "pro", "en", 60, 100, 3],
+                [b.timestamp.date().isoformat(), "free", "de", 20, 150, 1]]
+    expected.sort(key=lambda row: (row[0], row[4]), reverse=True)
+    assert [[str(row[0]), *row[1:]] for row in rows] == expected
+
+
+def worst_disparities(rows: list[list[Any]], published: Published) -> None:
+    assert rows == [["readme-a", "", "bias.toxic_rate.gap", "cohort", "free", "pro", 0.35],
+                    ["readme-a", "", "bias.refusal_rate.gap", "language", "de", "en", 0.1]]
+
+
+CHECKS = {
+    "quantiles(0.5, 0.95, 0.99)(latency_ms)": latency_per_model,
+    "AS error_rate": error_rate_per_minute,
+    "AS thumbs_down_rate": thumbs_down_rate,
+    "FROM dead_letters": dead_letters_by_reason,
+    "sum(completion_tokens)": tokens_per_cohort,
+    "'bias.%.gap'": worst_disparities,
+}
+"""What each README query must return for `published`; a query added to the README needs a check here."""
+
+
 @pytest.mark.parametrize("sql", blocks("sql"), ids=lambda sql: sql.split("\n")[0][:40])
-def test_the_queries_run(worker: Worker, sql: str) -> None:
-    assert len(blocks("sql")) >= 5
-    worker.sql(sql)
+def test_the_queries_return_what_was_published(published: Published, sql: str) -> None:
+    checks = [check for marker, check in CHECKS.items() if marker in sql]
+    assert len(checks) == 1, f"give this README query one check in CHECKS:\n{sql}"
+    checks[0](published.worker.sql(sql), published)

@@ -54,5 +54,10 @@ def test_settings_choose_the_backend(checkpoint) -> None:  # type: ignore[no-unt
 
 
 def test_a_missing_checkpoint_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises((ConfigurationError, FileNotFoundError)):
+    with pytest.raises(ConfigurationError) as raised:
         DetoxifyScorer(checkpoint=tmp_path / "missing.ckpt", config_dir=tmp_path)
+    message = str(raised.value)
+    assert "missing.ckpt" in message
+    assert "LLMWATCH_METRICS__DETOXIFY_CHECKPOINT" in message
+    assert "LLMWATCH_METRICS__DETOXIFY_CONFIG_DIR" in message
+    assert "profanity-check" in message

@@ -1,17 +1,30 @@
 import pytest
 
-from llmwatch.traffic import MALFORMED, inference_event
+from llmwatch.traffic import inference_event
 from processors.validation import Limits, RawRecord, dead_letter, decode
 from schemas import DeadLetterEvent, FeedbackEvent, InferenceEvent
 
 LIMITS = Limits(max_event_bytes=10_000, dead_letter_raw_bytes=16)
 
 
+BAD_INPUT = [
+    ("not_json", b"this is not json {"),
+    ("invalid_utf8", b'{"request_id": "\xff\xfe", "model": "m"}'),
+    ("invalid_fields", b'{"request_id": "r-missing-model", "prompt": "hi"}'),
+    ("invalid_fields", b'{"request_id": "r", "model": "m", "prompt": "hi", "latency_ms": "fast"}'),
+    ("unknown_schema_version",
+     b'{"schema_version": 99, "request_id": "r", "model": "m", "prompt": "hi", "latency_ms": 1}'),
+    ("not_an_object", b'["an", "array"]'),
+    ("empty", b""),
+]
+"""Each kind of bad input and the reason the worker must give, written here rather than taken from the product."""
+
+
 def record(value: bytes | None, offset: int = 7) -> RawRecord:
     return RawRecord(topic="llm.inference", partition=2, offset=offset, value=value)
 
 
-@pytest.mark.parametrize(("reason", "payload"), MALFORMED)
+@pytest.mark.parametrize(("reason", "payload"), BAD_INPUT)
 def test_each_kind_of_bad_input_is_a_dead_letter_with_its_reason(reason: str, payload: bytes) -> None:
     result = decode(record(payload), InferenceEvent, LIMITS)
     assert isinstance(result, DeadLetterEvent)
