@@ -31,8 +31,9 @@ demo: $(STAMP)  ## start the embedded stack, publish traffic, show it land in Cl
 test: $(STAMP)  ## unit, functional and integration tests (real broker, real store)
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and mypy over the packages and tests (settings in pyproject.toml)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

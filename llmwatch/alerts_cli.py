@@ -109,7 +109,7 @@ def list_rules(file: Annotated[Path | None, typer.Option(help="Rules file; defau
             table.add_row(rule.name, rule.metric, condition, "-", "no data in the last day", "", "")
         for print_, point in sorted(shown, key=lambda item: series_key(item[1])):
             state = stored.get(print_)
-            status = state.status if state else "ok"
+            status: str = state.status if state else "ok"
             labels = state.series if state else {"model": point.model, "adapter": point.adapter,
                                                  "prompt_version": point.prompt_version, **point.labels}
             status += " (silenced)" if silenced(silences, rule.name, labels, now) else ""

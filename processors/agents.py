@@ -79,7 +79,8 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
 
         async def agent(stream: faust.StreamT, model: type[Event] = model) -> None:
             # take_events acks a batch only when the loop asks for the next one: after it is stored.
-            async for batch in stream.take_events(settings.ingest_batch_size, within=settings.ingest_flush_seconds):
+            async for batch in stream.take_events(  # type: ignore[attr-defined]  # faust's StreamT omits it
+                    settings.ingest_batch_size, within=settings.ingest_flush_seconds):
                 records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch]
                 await ingest(records, model)
 
@@ -113,7 +114,7 @@ def register_alerts(app: faust.App, settings: Settings, engine: AlertEngine, lim
 
     @app.agent(raw_topic(app, settings.topics.metrics), name="alerts")
     async def judge_points(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.ingest_batch_size, within=0.1):
+        async for batch in stream.take_events(settings.ingest_batch_size, within=0.1):  # type: ignore[attr-defined]
             decoded = [decode(RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value),
                               MetricPoint, limits) for e in batch]
             await engine.offer([p for p in decoded if isinstance(p, MetricPoint)])

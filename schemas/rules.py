@@ -197,7 +197,8 @@ def parse_rules(text: str, path: str = "<rules>") -> RulesFile:
         return RulesFile.model_validate(data)
     except ValidationError as exc:
         problems = []
-        rules = data.get("rules") if isinstance(data.get("rules"), list) else []
+        found = data.get("rules")
+        rules: list[Any] = found if isinstance(found, list) else []
         for error in exc.errors(include_url=False):
             loc = tuple(error["loc"])
             name = ""

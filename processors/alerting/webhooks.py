@@ -34,7 +34,7 @@ def _time(value: datetime | None) -> str:
 
 def alertmanager_body(events: Sequence[AlertEvent], receiver: str = "llmwatch") -> dict[str, Any]:
     """The body Alertmanager sends its webhook receivers (version 4), so existing receivers accept it."""
-    alerts = [{
+    alerts: list[dict[str, Any]] = [{
         "status": "resolved" if e.state == "resolved" else "firing",
         "labels": e.labels,
         "annotations": e.annotations,

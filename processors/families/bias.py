@@ -88,7 +88,7 @@ def disparity_values(per_group: pd.DataFrame, attribute: str, model: str, adapte
                    for g, v in present.items()]
         if len(present) < 2:
             continue
-        high, low = present.idxmax(), present.idxmin()
+        high, low = str(present.idxmax()), str(present.idxmin())
         labels = {"attribute": attribute, "max_group": str(high), "min_group": str(low),
                   "groups": str(len(present))}
         values.append(MetricValue(f"bias.{measure}.gap", float(present[high] - present[low]), model, adapter,

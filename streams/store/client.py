@@ -91,7 +91,7 @@ def migrate(client: Client, retention: Retention) -> int:
 
 
 def schema_version(client: Client) -> int:
-    return int(client.command("SELECT max(version) FROM schema_migrations") or 0)
+    return int(client.command("SELECT max(version) FROM schema_migrations") or 0)  # type: ignore[arg-type]
 
 
 def ttl_clause(age_column: str, days: int) -> str:

@@ -5,6 +5,7 @@ The column names are the families' contract (`processors/families/`); the SQL th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +81,7 @@ def fetch_feedback(client: Client, start: datetime, end: datetime) -> pd.DataFra
     return _frame(client, sql, start, end, FEEDBACK_COLUMNS).astype({"score": float, "matched": bool})
 
 
-def _vectors(rows: list[tuple[Any, ...]]) -> dict[str, np.ndarray]:
+def _vectors(rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
     found: dict[str, list[Any]] = {}
     for field, vector in rows:
         found.setdefault(field, []).append(vector)

@@ -61,7 +61,7 @@ def window_points(requests: float, p99: float) -> list:
 
 
 def test_a_window_is_judged_when_its_marker_arrives_with_points_from_earlier_batches(tmp_path: Path) -> None:
-    store, published = Store(), []
+    store, published = Store(), list[AlertEvent]()
     alerts = engine(tmp_path, store, published)
     requests, p99, marker = window_points(50, 3000)
     assert marker.name == "window.series_complete" and marker.value == 2
@@ -74,13 +74,13 @@ def test_a_window_is_judged_when_its_marker_arrives_with_points_from_earlier_bat
 
 
 def test_min_requests_reads_the_same_windows_request_count(tmp_path: Path) -> None:
-    store, published = Store(), []
+    store, published = Store(), list[AlertEvent]()
     asyncio.run(engine(tmp_path, store, published).offer(window_points(3, 3000)))
     assert published == [] and store.rows == []
 
 
 def test_points_without_a_marker_are_judged_after_the_timeout(tmp_path: Path) -> None:
-    store, published = Store(), []
+    store, published = Store(), list[AlertEvent]()
     alerts = engine(tmp_path, store, published, timeout=0)
     requests, p99, _ = window_points(50, 3000)
     asyncio.run(alerts.offer([requests, p99]))
@@ -88,7 +88,7 @@ def test_points_without_a_marker_are_judged_after_the_timeout(tmp_path: Path) ->
 
 
 def test_a_restarted_engine_resumes_the_episode(tmp_path: Path) -> None:
-    store, published = Store(), []
+    store, published = Store(), list[AlertEvent]()
     asyncio.run(engine(tmp_path, store, published).offer(window_points(50, 3000)))
     again = engine(tmp_path, store, published)
     asyncio.run(again.start())

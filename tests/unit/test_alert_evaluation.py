@@ -29,7 +29,7 @@ def requests(i: int, n: float, **kw: Any) -> MetricPoint:
     return point(i, n, name="requests", **kw)
 
 
-def run(rules: list[AlertRule], values: list[float], *, extra: list[list[MetricPoint]] | None = None,
+def run(rules: list[AlertRule], values: list[int] | list[float], *, extra: list[list[MetricPoint]] | None = None,
         silences: list[SilenceEvent] | None = None) -> tuple[list[AlertEvent], dict[str, SeriesState]]:
     """One window after another, each judged as it completes; returns every event and the stored series."""
     state = AlertState()

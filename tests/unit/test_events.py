@@ -31,7 +31,8 @@ def test_unknown_schema_version_is_refused_with_advice() -> None:
 def test_inference_needs_a_prompt_or_messages() -> None:
     with pytest.raises(ValidationError, match="prompt"):
         InferenceEvent(request_id="r", model="m", latency_ms=1)
-    assert inference(prompt=None, messages=[{"role": "user", "content": "hi"}]).messages[0].content == "hi"
+    messages = inference(prompt=None, messages=[{"role": "user", "content": "hi"}]).messages
+    assert messages is not None and messages[0].content == "hi"
 
 
 def test_token_counts_must_fit_their_column() -> None:
@@ -66,5 +67,5 @@ def test_dead_letter_raw_bytes_survive_json() -> None:
 
 def test_every_kind_has_its_own_table() -> None:
     tables = [model.table for model in EVENT_KINDS.values()]
-    assert len(set(tables)) == len(tables) == 8
+    assert len(set(tables)) == len(tables) == 9
     assert MetricPoint.age_column == "window_start"

@@ -20,7 +20,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Be
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     tokenizer = BertTokenizer(str(folder / "vocab.txt"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,  # type: ignore[call-arg]
                         intermediate_size=32, num_labels=len(CLASSES), max_position_embeddings=64)
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(folder)
