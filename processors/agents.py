@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import faust
+from faust.types import Message
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from processors.embedding import Embedder
@@ -56,6 +57,11 @@ def publisher(app: faust.App, settings: Settings) -> Callable[[Sequence[Event]],
     return publish
 
 
+def kafka_timestamp_ms(message: Message) -> int | None:
+    """The record's own timestamp (Faust gives seconds), which a replay reads back unchanged."""
+    return round(message.timestamp * 1000) if message.timestamp and message.timestamp > 0 else None
+
+
 def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
     inputs: list[tuple[str, type[Event]]] = [
         (settings.topics.inference, InferenceEvent),
@@ -67,7 +73,8 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
         async def agent(stream: faust.StreamT, model: type[Event] = model) -> None:
             # take_events acks a batch only when the loop asks for the next one: after it is stored.
             async for batch in stream.take_events(settings.ingest_batch_size, within=settings.ingest_flush_seconds):
-                records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch]
+                records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value,
+                                     kafka_timestamp_ms(e.message)) for e in batch]
                 await ingest(records, model)
 
         agent.__name__ = agent.__qualname__ = f"ingest_{model.table}"
@@ -104,7 +111,9 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
                             on_process_start=die_with_parent)
         embedder.load()
     ingest = Ingest(
-        writer, publish, Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes),
+        writer, publish, Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes,
+                                retention_days={kind.removesuffix("_days"): days
+                                                for kind, days in settings.retention.model_dump().items()}),
         enrich={InferenceEvent: (ScoredInferenceEvent, partial(scored_rows, scorers=scorers))},
         observe={InferenceEvent: embedder.offer} if embedder else {},  # type: ignore[dict-item]
     )
