@@ -30,7 +30,7 @@ from schemas.events import Event, FeedbackEvent, InferenceEvent, MetricPoint, Sc
 from schemas.topics import destination
 from streams.kafka.app import create_app
 from streams.kafka.topics import ensure_topics
-from streams.processes import die_with_parent
+from streams.processes import detach_from_terminal
 from streams.settings import Settings
 from streams.store.runner import StoreRunner
 from streams.store.windows import StoreWindowReader
@@ -108,7 +108,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
     embedder = None
     if metrics.embed_per_second > 0:
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
-                            on_process_start=die_with_parent)
+                            on_process_start=detach_from_terminal)
         embedder.load()
     ingest = Ingest(
         writer, publish, Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes,

@@ -46,8 +46,8 @@ class Topic:
 def events_in(window: Window, model: str, n: int) -> list[InferenceEvent]:
     rng = random.Random(model)
     return [inference_event(rng, error_ratio=0).model_copy(update={
-        "model": model, "request_id": f"{model}-{i}", "timestamp": window.start + timedelta(seconds=i % window.seconds)})
-        for i in range(n)]
+        "model": model, "request_id": f"{model}-{i}",
+        "timestamp": window.start + timedelta(seconds=i % window.seconds)}) for i in range(n)]
 
 
 def test_a_replayed_event_counts_once_in_its_window(store: StoreRunner) -> None:
@@ -58,8 +58,9 @@ def test_a_replayed_event_counts_once_in_its_window(store: StoreRunner) -> None:
     # the same batch stored again, as after a crash before the commit: a part of its own, not yet merged
     assert asyncio.run(writer.write_rows(ScoredInferenceEvent, scored_rows(events[:5], SCORERS))) == []
     # and a producer that sends no event_id: the same record read twice decodes to the same event
+    sent_at = int((window.start + timedelta(seconds=3)).timestamp() * 1000)
     record = RawRecord("llm.inference", 0, 42, b'{"request_id": "replay-window-x", "model": "replay-window", '
-                       b'"prompt": "hi", "latency_ms": 5}', int((window.start + timedelta(seconds=3)).timestamp() * 1000))
+                       b'"prompt": "hi", "latency_ms": 5}', sent_at)
     limits = Limits(10_000, 100)
     twice = [decode(record, InferenceEvent, limits), decode(record, InferenceEvent, limits)]
     for event in twice:
