@@ -83,7 +83,7 @@ class Publisher:
         future.add_errback(self._undelivered_event, what)
         return future
 
-    def _undelivered_event(self, exc: BaseException, what: str) -> None:
+    def _undelivered_event(self, what: str, exc: BaseException) -> None:
         log.error("%s was not delivered to Kafka at %s: %s", what, self.bootstrap_servers, exc)
         with self._lock:
             self._undelivered.append((what, str(exc)))
