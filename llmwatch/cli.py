@@ -133,16 +133,13 @@ def broker() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Create or upgrade the ClickHouse tables and apply retention; safe to run again."""
-    from streams.store.client import connect
-    from streams.store.client import migrate as apply
+    """Create or upgrade the ClickHouse tables and apply retention; safe to run again. While a worker owns
+    the embedded store, the worker does it (this is one of the few writes outside `llmwatch sql`)."""
+    from streams.store.admin import run_command
 
     settings = load_settings()
-    client = connect(settings.store_dsn)
-    try:
-        console.print(f"store at schema version {apply(client, settings.retention)}")
-    finally:
-        client.close()
+    version = run_command(settings, "migrate", retention=settings.retention.model_dump())
+    console.print(f"store at schema version {version}")
 
 
 @app.command()
@@ -182,8 +179,9 @@ def sql(
     query: Annotated[str, typer.Argument(help='SQL, e.g. "SELECT model, count() FROM inference_events"')],
     format: Annotated[Literal["table", "csv", "json"], typer.Option("--format", "-f")] = "table",
 ) -> None:
-    """Query ClickHouse. Replayed duplicates are collapsed (FINAL). With the embedded store, the query goes
-    through the running worker that owns it, or opens the store directly when none runs."""
+    """Query ClickHouse, read-only: statements that change tables or data are refused (llmwatch's own writes
+    have their own commands). Replayed duplicates are collapsed (FINAL). With the embedded store, the query
+    goes through the running worker that owns it, or opens the store directly when none runs."""
     from streams.store.sql import query as run
 
     result = run(load_settings(), query)

@@ -110,15 +110,19 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
 
 
 def show_metrics(settings: Settings, since: datetime, console: Console) -> None:
-    """The window in which the demo started publishing, once the worker has computed it."""
+    """The window in which the demo started publishing, once it is complete: its points arrive in several
+    inserts, and a half-stored window would show zeros; `window.complete` is stored after all of them."""
     seconds = min(settings.metrics.window_seconds)
     window = floor_time(since, seconds)
-    points = f"SELECT count() FROM metric_points WHERE window_seconds = {seconds} AND " \
-             f"window_start = toDateTime64('{window:%Y-%m-%d %H:%M:%S}', 3, 'UTC') AND name = 'requests'"
-    deadline = time.monotonic() + seconds + settings.metrics.lateness_seconds + 30
-    with console.status(f"waiting for the {seconds} s window starting {window:%H:%M:%S} to close"):
-        while not int(query(settings, points).rows[0][0]) and time.monotonic() < deadline:
+    complete = f"SELECT count() FROM metric_points WHERE window_seconds = {seconds} AND " \
+               f"window_start = toDateTime64('{window:%Y-%m-%d %H:%M:%S}', 3, 'UTC') AND name = 'window.complete'"
+    deadline = time.monotonic() + seconds + settings.metrics.lateness_seconds + 60
+    with console.status(f"waiting for the {seconds} s window starting {window:%H:%M:%S} to be complete"):
+        while not (done := int(query(settings, complete).rows[0][0])) and time.monotonic() < deadline:
             time.sleep(0.5)
+    if not done:
+        console.print(f"[yellow]the {seconds} s window from {window:%H:%M:%S} is not complete yet "
+                      "(no window.complete point); what is stored so far:[/]")
     sql = Path(__file__).with_name("demo_metrics.sql").read_text().format(
         seconds=seconds, start=f"{window:%Y-%m-%d %H:%M:%S}")
     print_table(query(settings, sql), f"metrics of the {seconds} s window from {window:%H:%M:%S} (metric_points)",

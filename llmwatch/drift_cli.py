@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -10,6 +10,7 @@ from rich.console import Console
 
 from schemas.errors import LlmwatchError
 from streams.settings import load_settings
+from streams.store.admin import run_command
 from streams.store.sql import query
 
 app = typer.Typer(help="Drift reference: the first N sampled events, unless you pin a period.",
@@ -27,25 +28,16 @@ def set_reference(
     settings = load_settings()
     if until <= since:
         raise LlmwatchError("--until must be after --since")
-    condition = (f"timestamp >= toDateTime64('{since:%Y-%m-%d %H:%M:%S}', 3, 'UTC') "
-                 f"AND timestamp < toDateTime64('{until:%Y-%m-%d %H:%M:%S}', 3, 'UTC') AND field = 'prompt'")
-    if model:
-        condition += f" AND model = '{model.replace(chr(39), '')}'"
-    found = int(query(settings, f"SELECT count() FROM embeddings WHERE {condition}").rows[0][0])
-    if found < settings.metrics.drift_min_window_samples:
-        raise LlmwatchError(
-            f"only {found} sampled events in that period (need {settings.metrics.drift_min_window_samples}); "
-            "widen it, or raise LLMWATCH_METRICS__EMBED_PER_SECOND so that more events are sampled")
-    query(settings, "TRUNCATE TABLE drift_reference")
-    query(settings, "INSERT INTO drift_reference (event_id) "
-                    f"SELECT DISTINCT event_id FROM embeddings WHERE {condition}")
+    found = run_command(settings, "drift.pin_reference", since=since.replace(tzinfo=since.tzinfo or UTC),
+                        until=until.replace(tzinfo=until.tzinfo or UTC), model=model or "",
+                        min_samples=settings.metrics.drift_min_window_samples)
     console.print(f"drift reference pinned: {found} sampled events from {since} to {until}")
 
 
 @app.command("clear-reference")
 def clear_reference() -> None:
     """Go back to the default reference: the first LLMWATCH_METRICS__DRIFT_REFERENCE_SIZE sampled events."""
-    query(load_settings(), "TRUNCATE TABLE drift_reference")
+    run_command(load_settings(), "drift.clear_reference")
     console.print("drift reference cleared: the first sampled events are the reference again")
 
 

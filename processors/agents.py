@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import faust
+from faust.types import Message
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from processors.alerting.engine import DEFAULT_RULES, AlertEngine, RulesSource
@@ -39,7 +40,7 @@ from schemas.events import (
 from schemas.topics import destination
 from streams.kafka.app import create_app
 from streams.kafka.topics import ensure_topics
-from streams.processes import die_with_parent
+from streams.processes import detach_from_terminal
 from streams.settings import Settings
 from streams.store.alerts import StoreAlertReader
 from streams.store.runner import StoreRunner
@@ -67,6 +68,11 @@ def publisher(app: faust.App, settings: Settings) -> Callable[[Sequence[Event]],
     return publish
 
 
+def kafka_timestamp_ms(message: Message) -> int | None:
+    """The record's own timestamp (Faust gives seconds), which a replay reads back unchanged."""
+    return round(message.timestamp * 1000) if message.timestamp and message.timestamp > 0 else None
+
+
 def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
     inputs: list[tuple[str, type[Event]]] = [
         (settings.topics.inference, InferenceEvent),
@@ -81,7 +87,8 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
             # take_events acks a batch only when the loop asks for the next one: after it is stored.
             async for batch in stream.take_events(  # type: ignore[attr-defined]  # faust's StreamT omits it
                     settings.ingest_batch_size, within=settings.ingest_flush_seconds):
-                records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value) for e in batch]
+                records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value,
+                                     kafka_timestamp_ms(e.message)) for e in batch]
                 await ingest(records, model)
 
         agent.__name__ = agent.__qualname__ = f"ingest_{model.table}"
@@ -115,8 +122,8 @@ def register_alerts(app: faust.App, settings: Settings, engine: AlertEngine, lim
     @app.agent(raw_topic(app, settings.topics.metrics), name="alerts")
     async def judge_points(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.ingest_batch_size, within=0.1):  # type: ignore[attr-defined]
-            decoded = [decode(RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value),
-                              MetricPoint, limits) for e in batch]
+            decoded = [decode(RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value,
+                                        kafka_timestamp_ms(e.message)), MetricPoint, limits) for e in batch]
             await engine.offer([p for p in decoded if isinstance(p, MetricPoint)])
 
     @app.task
@@ -141,9 +148,11 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
     embedder = None
     if metrics.embed_per_second > 0:
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
-                            on_process_start=die_with_parent)
+                            on_process_start=detach_from_terminal)
         embedder.load()
-    limits = Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes)
+    limits = Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes,
+                    retention_days={kind.removesuffix("_days"): days
+                                    for kind, days in settings.retention.model_dump().items()})
     ingest = Ingest(
         writer, publish, limits,
         enrich={InferenceEvent: (ScoredInferenceEvent, partial(scored_rows, scorers=scorers))},

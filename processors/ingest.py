@@ -28,6 +28,8 @@ class IngestCounts:
     stored: int = 0
     dead_lettered: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    dead_letters_unstored: int = 0
+    """Dead letters the store refused as well: on the dead-letter topic only, each logged as an ERROR."""
 
 
 class Ingest:
@@ -53,6 +55,7 @@ class Ingest:
         else:
             rejected = await self.writer.write(events)
         dead += [dead_letter(good[r.index][0], "rejected_by_store", r.error, self.limits) for r in rejected]
+        unstored = []
         if dead:
             await self.publish_dead_letters(dead)
             unstored = await self.writer.write(dead)
@@ -66,5 +69,6 @@ class Ingest:
         counts.received += len(records)
         counts.stored += len(good) - len(rejected)
         counts.dead_lettered += len(dead)
+        counts.dead_letters_unstored += len(unstored)
         for letter in dead:
             counts.by_reason[letter.reason] = counts.by_reason.get(letter.reason, 0) + 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,10 @@ class WindowReader(Protocol):
 
     async def reference(self, size: int) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
         """The drift reference: the pinned period, else the first `size` embedded events, and their rows."""
+        ...
+
+    async def stored(self, window_start: datetime, window_seconds: int, ids: Sequence[UUID]) -> int:
+        """How many of these metric points of the window are in the store."""
         ...
 
 

@@ -1,15 +1,18 @@
-"""The worker's HTTP face on loopback: health and counts for operators, SQL for `llmwatch sql`."""
+"""The worker's HTTP face on loopback: health and counts for operators, read-only SQL for `llmwatch sql`,
+and llmwatch's own few writes (`streams.store.admin`) for the CLI while this worker owns the store."""
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import asdict
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
 from processors.ingest import Ingest
 from schemas.errors import StoreError
+from streams.store.admin import COMMANDS, call_command
 from streams.store.runner import StoreRunner
 from streams.store.sql import run_query
 from streams.store.writer import ClickHouseWriter
@@ -17,6 +20,16 @@ from streams.store.writer import ClickHouseWriter
 
 def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: ClickHouseWriter,
                    token: str) -> None:
+    def authorised(request: Request) -> bool:
+        return hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
+
+    async def body(request: Request) -> dict[str, Any] | None:
+        try:
+            value = await request.json()
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
     @app.page("/llmwatch/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -29,14 +42,28 @@ def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: C
     @app.page("/llmwatch/sql")
     class Sql(View):
         async def post(self, request: Request) -> Response:
-            if not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            if not authorised(request):
                 return self.error(401, "missing or wrong token: use `llmwatch sql`, which reads worker.json")
-            body = await request.json()
-            sql = body.get("query") if isinstance(body, dict) else None
+            sql = (await body(request) or {}).get("query")
             if not isinstance(sql, str) or not sql.strip():
                 return self.error(400, 'send {"query": "SELECT ..."}')
             try:
-                result = await store.call(run_query, sql)
+                result = await store.call_in_own_session(run_query, sql)
             except StoreError as exc:
                 return self.error(400, str(exc))
             return self.bytes(result.to_json(), content_type="application/json")
+
+    @app.page("/llmwatch/admin")
+    class Admin(View):
+        async def post(self, request: Request) -> Response:
+            if not authorised(request):
+                return self.error(401, "missing or wrong token: use the llmwatch command, which reads worker.json")
+            command = await body(request) or {}
+            name, args = command.get("command"), command.get("args", {})
+            if name not in COMMANDS or not isinstance(args, dict):
+                return self.error(400, f'send {{"command": one of {sorted(COMMANDS)}, "args": {{...}}}}')
+            try:
+                result = await store.call(call_command, name, args)
+            except StoreError as exc:
+                return self.error(400, str(exc))
+            return self.json({"result": result})

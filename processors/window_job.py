@@ -5,6 +5,11 @@ restarts and rebalances and ignore replays (rows are deduplicated before they ar
 computed once when it closes (plus lateness) and again at the feedback horizon, so that feedback arriving
 late, or before its inference event, still counts; the second pass replaces the first (same point ids).
 Points are published to llm.metrics; the worker stores what arrives there, whoever produced it.
+
+A window's points reach the store in more than one insert (they are keyed by model, so they travel on
+several partitions). Once every point of a pass is stored, the job publishes one more point,
+`window.complete` (model '', value: how many points the pass wrote): a reader that finds it knows the
+window is whole, in the table and on the topic alike.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import numpy as np
 import pandas as pd
@@ -25,12 +31,24 @@ from processors.families.feedback import feedback_metrics
 from processors.families.latency import latency_metrics
 from processors.families.toxicity import toxicity_metrics
 from processors.ports import WindowReader
-from processors.windows import MetricValue, Window, closed_windows, with_completion
+from processors.windows import MetricValue, Window, closed_windows, metric_point, with_completion
 from schemas.events import MetricPoint, utcnow
 
 log = logging.getLogger(__name__)
 
 PublishMetrics = Callable[[Sequence[MetricPoint]], Awaitable[None]]
+
+COMPLETE = "window.complete"
+"""The marker point: published after every other point of a window's pass is stored."""
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """A computed pass whose points are on their way to the store."""
+
+    window: Window
+    ids: tuple[UUID, ...]
+    published_at: datetime
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,8 @@ class WindowPlan:
     drift_min_window_samples: int = 30
     bias_min_samples: int = 30
     bias_attributes: Sequence[str] = ("cohort", "language")
+    complete_timeout_seconds: float = 300
+    """A pass whose points are not all stored by then gets no `window.complete` (an ERROR says so)."""
 
 
 class WindowJob:
@@ -62,6 +82,7 @@ class WindowJob:
              for w in closed_windows(now - horizon, self.after[seconds], seconds, 0)),
             key=lambda w: w.end))
         self.computed = 0
+        self.unconfirmed: deque[_Pass] = deque()
 
     async def tick(self) -> list[MetricPoint]:
         now = self.clock()
@@ -75,7 +96,28 @@ class WindowJob:
         horizon = timedelta(seconds=self.settings.feedback_horizon_seconds)
         while self.second_pass and self.second_pass[0].end + horizon <= now:
             points += await self.compute(self.second_pass.popleft(), feedback_only=True)
-        return points
+        return points + await self.mark_complete()
+
+    async def mark_complete(self) -> list[MetricPoint]:
+        """Publish `window.complete` for each pass whose points are all stored, in the order computed."""
+        markers = []
+        waiting: deque[_Pass] = deque()
+        while self.unconfirmed:
+            computed = self.unconfirmed.popleft()
+            stored = await self.reader.stored(computed.window.start, computed.window.seconds, computed.ids)
+            if stored >= len(computed.ids):
+                markers.append(metric_point(computed.window, MetricValue(COMPLETE, float(len(computed.ids))),
+                                            self.clock()))
+            elif self.clock() - computed.published_at > timedelta(seconds=self.settings.complete_timeout_seconds):
+                log.error("window %s (%d s): only %d of its %d points were stored after %.0f s; it stays without "
+                          "%s (see dead_letters)", computed.window.start.isoformat(), computed.window.seconds,
+                          stored, len(computed.ids), self.settings.complete_timeout_seconds, COMPLETE)
+            else:
+                waiting.append(computed)
+        self.unconfirmed = waiting
+        if markers:
+            await self.publish(markers)
+        return markers
 
     async def compute(self, window: Window, *, feedback_only: bool = False) -> list[MetricPoint]:
         inference = await self.reader.inference(window.start, window.end)
@@ -87,6 +129,7 @@ class WindowJob:
         points = with_completion(window, values, computed_at)
         if points:
             await self.publish(points)
+        self.unconfirmed.append(_Pass(window, tuple(p.event_id for p in points), computed_at))
         self.computed += 1
         return points
 

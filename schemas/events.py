@@ -44,9 +44,16 @@ class Event(BaseModel):
     retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "events"
     age_column: ClassVar[str] = "timestamp"
 
-    event_id: UUID = Field(default_factory=uuid4)
+    event_id: UUID = Field(default_factory=uuid4, description=(
+        "The event's identity: the store keeps one row per event_id. For exactly-once rows across your own "
+        "retries, send a UUID fixed once per event (e.g. a UUIDv5 of your request id) and the same one on "
+        "every resend. Left out, the worker derives it from the Kafka record (topic, partition, offset, "
+        "timestamp, bytes): a replay of that record stays one row, but a resend by the producer is a new "
+        "record and becomes a second row."))
     schema_version: Annotated[int, AfterValidator(_supported_version)] = SCHEMA_VERSION
-    timestamp: UtcDatetime = Field(default_factory=utcnow, description="when it happened (UTC)")
+    timestamp: UtcDatetime = Field(default_factory=utcnow, description=(
+        "when it happened (UTC, 1900..2299); left out, the Kafka record's timestamp. An event older than the "
+        "retention of its table is dead-lettered (older_than_retention), not stored and silently expired"))
 
 
 class ChatMessage(BaseModel):
@@ -238,7 +245,7 @@ class DeploymentEvent(Event):
 
 DeadLetterReason = Literal[
     "empty", "too_large", "invalid_utf8", "not_json", "not_an_object", "unknown_schema_version",
-    "invalid_fields", "rejected_by_store",
+    "invalid_fields", "rejected_by_store", "timestamp_out_of_range", "older_than_retention",
 ]
 
 

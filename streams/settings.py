@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=100, ge=1, description="longest a consumer fetch waits for data (Faust fixes 1500)"
     )
+    publish_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="the SDK waits at most this long for Kafka, then raises BrokerError"
+    )
     app_id: str = Field(default="llmwatch", description="Faust app id, also the consumer group")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)

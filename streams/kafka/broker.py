@@ -52,8 +52,10 @@ class EmbeddedBroker:
             "--storage-engine", "memory://tansu/",
         ]
         output = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        # a session of its own: Ctrl-C reaches `llmwatch up`, which stops the broker last, after the worker
+        # has drained and left its consumer group
         self._process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, start_new_session=True
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):

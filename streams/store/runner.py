@@ -37,6 +37,22 @@ class StoreRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(self._client, *args, **kwargs))
 
+    async def call_in_own_session(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(client, ...) with a client of its own, on the store thread: a `SET` or `USE` it runs (an
+        analyst's query) cannot change the session that ingest and the window job use."""
+        if self._client is None:
+            raise RuntimeError("StoreRunner.open() must be called first")
+
+        def isolated() -> T:
+            client = connect(self.dsn)
+            try:
+                return fn(client, *args, **kwargs)
+            finally:
+                client.close()
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, isolated)
+
     def close(self) -> None:
         if self._client is not None:
             self._executor.submit(self._client.close).result()

@@ -1,13 +1,17 @@
-"""Run an analyst's SQL against whichever store is configured.
+"""Run an analyst's SQL against whichever store is configured, read-only.
 
 A chdb store can be opened by one process only; while a worker owns it, queries go to that worker
 over loopback HTTP (address and token in <data_dir>/worker.json), otherwise straight to the store.
+Either way a query runs with ClickHouse's `readonly = 2` (reads, and settings for the query) in a session
+of its own, so that neither a DROP nor a `SET` or `USE` reaches the tables or the worker's own session.
+What llmwatch itself writes goes through `streams.store.admin`, never through here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -19,6 +23,16 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from schemas.errors import StoreError
 from streams.settings import Settings
 from streams.store.client import READ_SETTINGS, connect
+
+ANALYST_SETTINGS = READ_SETTINGS | {"readonly": 2}
+"""readonly = 2: SELECT, SHOW, DESCRIBE, EXPLAIN, and query settings; no DDL, INSERT, ALTER or OPTIMIZE."""
+
+READ_ONLY_HINT = (
+    "`llmwatch sql` is read-only: it runs SELECT, SHOW, DESCRIBE and EXPLAIN (settings go in a SETTINGS clause) "
+    "and refuses statements that change tables or data. llmwatch's own writes have their own commands: "
+    "`llmwatch drift set-reference` / `clear-reference`, `llmwatch migrate`. Anything else: a ClickHouse client "
+    "with a user allowed to write"
+)
 
 
 @dataclass(frozen=True)
@@ -32,10 +46,14 @@ class QueryResult:
 
 
 def run_query(client: Client, sql: str) -> QueryResult:
+    """One analyst query, read-only; pass a client of its own (see `StoreRunner.call_in_own_session`)."""
     try:
-        result = client.query(sql, settings=READ_SETTINGS)
+        result = client.query(sql, settings=ANALYST_SETTINGS)
     except ClickHouseError as exc:
-        raise StoreError(str(exc).strip()) from exc
+        message = str(exc).strip()
+        if re.search(r"Code: 164\b|\(READONLY\)", message):
+            raise StoreError(f"refused: {READ_ONLY_HINT}.\n{message}") from exc
+        raise StoreError(message) from exc
     return QueryResult(
         columns=list(result.column_names),
         types=[t.name for t in result.column_types],
@@ -61,18 +79,22 @@ def query(settings: Settings, sql: str, *, timeout: float = 60.0) -> QueryResult
             return run_query(client, sql)
         finally:
             client.close()
+    return QueryResult(**post_to_worker(worker, "/llmwatch/sql", {"query": sql}, timeout))
+
+
+def post_to_worker(worker: dict[str, Any], path: str, body: dict[str, Any], timeout: float) -> Any:
+    """POST to the worker that owns the store; its refusals become StoreError with its message."""
     request = urllib.request.Request(
-        f"{worker['url']}/llmwatch/sql",
-        data=json.dumps({"query": sql}).encode(),
+        f"{worker['url']}{path}",
+        data=json.dumps(body, default=str).encode(),
         headers={"Authorization": f"Bearer {worker['token']}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.loads(response.read())
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
         raise StoreError(detail) from exc
     except urllib.error.URLError as exc:
         raise StoreError(f"the worker (pid {worker['pid']}) owns the store but does not answer at "
                          f"{worker['url']}: {exc.reason}") from exc
-    return QueryResult(**body)

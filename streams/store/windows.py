@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,16 @@ def fetch_reference(client: Client, size: int) -> tuple[dict[str, np.ndarray], p
     return _vectors(rows), pd.DataFrame(features, columns=list(INFERENCE_COLUMNS))
 
 
+def count_stored_points(client: Client, window_start: datetime, window_seconds: int, ids: Sequence[UUID]) -> int:
+    if not ids:
+        return 0
+    return int(client.query(
+        "SELECT count() FROM metric_points WHERE window_start = {start:DateTime64(3, 'UTC')} "
+        "AND window_seconds = {seconds:UInt32} AND has({ids:Array(UUID)}, event_id)",
+        parameters={"start": window_start, "seconds": window_seconds, "ids": list(ids)},
+        settings=READ_SETTINGS).result_rows[0][0])
+
+
 class StoreWindowReader:
     """`processors.ports.WindowReader` over the store thread."""
 
@@ -123,3 +134,6 @@ class StoreWindowReader:
 
     async def reference(self, size: int) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
         return await self.store.call(fetch_reference, size)
+
+    async def stored(self, window_start: datetime, window_seconds: int, ids: Sequence[UUID]) -> int:
+        return await self.store.call(count_stored_points, window_start, window_seconds, ids)

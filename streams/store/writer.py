@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from schemas.events import Event
 from schemas.tables import Rejected, columns, to_rows
@@ -26,6 +27,27 @@ from streams.store.runner import StoreRunner
 log = logging.getLogger(__name__)
 
 RETRYABLE = (OperationalError, ConnectionError, TimeoutError)
+
+STORE_SIDE_CODES = frozenset({
+    16,  # NO_SUCH_COLUMN_IN_TABLE: the store is behind the worker's schema
+    60, 81,  # UNKNOWN_TABLE, UNKNOWN_DATABASE: dropped or not migrated yet
+    74, 75, 76,  # CANNOT_READ_FROM / WRITE_TO_FILE_DESCRIPTOR, CANNOT_OPEN_FILE: the disk
+    159, 209, 210,  # TIMEOUT_EXCEEDED, SOCKET_TIMEOUT, NETWORK_ERROR
+    164, 242,  # READONLY, TABLE_IS_READ_ONLY
+    202, 203,  # TOO_MANY_SIMULTANEOUS_QUERIES, NO_FREE_CONNECTION
+    236, 394,  # ABORTED, QUERY_WAS_CANCELLED
+    241, 243, 252,  # MEMORY_LIMIT_EXCEEDED, NOT_ENOUGH_SPACE, TOO_MANY_PARTS
+    319, 497, 516, 999,  # UNKNOWN_STATUS_OF_INSERT, ACCESS_DENIED, AUTHENTICATION_FAILED, KEEPER_EXCEPTION
+})
+"""ClickHouse errors that say the store cannot take rows now, whichever rows they are: waited out, never
+blamed on the rows (a full disk must not turn every event into a dead letter)."""
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, RETRYABLE):
+        return True
+    code = re.search(r"Code: (\d+)", str(exc)) if isinstance(exc, ClickHouseError) else None
+    return code is not None and int(code[1]) in STORE_SIDE_CODES
 
 
 @dataclass
@@ -78,7 +100,10 @@ class ClickHouseWriter:
         while True:
             try:
                 await self.store.call(_insert, model, rows[lo:hi])
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not store_unavailable(exc):
+                    await self._refused(model, rows, lo, hi, exc, stats, rejected)
+                    return
                 delay = backoff_seconds(attempt, self.max_backoff_seconds)
                 stats.retries += 1
                 attempt += 1
@@ -86,16 +111,18 @@ class ClickHouseWriter:
                             hi - lo, model.table, attempt, delay, exc)
                 await self._sleep(delay)
                 continue
-            except Exception as exc:  # the store (or the driver) refused the rows themselves
-                if hi - lo == 1:
-                    stats.rejected += 1
-                    log.error("%s refused event %s: %s", model.table, rows[lo][0], exc)
-                    rejected.append(Rejected(lo, f"{type(exc).__name__}: {exc}"))
-                    return
-                mid = (lo + hi) // 2
-                await self._insert_or_split(model, rows, lo, mid, stats, rejected)
-                await self._insert_or_split(model, rows, mid, hi, stats, rejected)
-                return
             stats.rows += hi - lo
             stats.inserts += 1
             return
+
+    async def _refused(self, model: type[Event], rows: Sequence[Sequence[Any]], lo: int, hi: int, exc: Exception,
+                       stats: TableStats, rejected: list[Rejected]) -> None:
+        """The store (or the driver) refused the rows themselves: halve until the offending ones are alone."""
+        if hi - lo == 1:
+            stats.rejected += 1
+            log.error("%s refused event %s: %s", model.table, rows[lo][0], exc)
+            rejected.append(Rejected(lo, f"{type(exc).__name__}: {exc}"))
+            return
+        mid = (lo + hi) // 2
+        await self._insert_or_split(model, rows, lo, mid, stats, rejected)
+        await self._insert_or_split(model, rows, mid, hi, stats, rejected)

@@ -47,11 +47,16 @@ def test_raw_bytes_are_kept_up_to_the_prefix_limit() -> None:
     assert result.truncated
 
 
-def test_dead_letter_id_depends_only_on_the_origin() -> None:
+def test_dead_letter_id_is_the_same_for_a_replay_and_new_for_another_message_at_that_offset() -> None:
     assert dead_letter(record(b"a"), "not_json", "x", LIMITS).event_id == \
-        dead_letter(record(b"b"), "empty", "y", LIMITS).event_id
+        dead_letter(record(b"a"), "not_json", "x", LIMITS).event_id
     assert dead_letter(record(b"a", 7), "not_json", "x", LIMITS).event_id != \
         dead_letter(record(b"a", 8), "not_json", "x", LIMITS).event_id
+    # an embedded broker restarts at offset 0: a new message there must not replace the old dead letter
+    assert dead_letter(record(b"a"), "not_json", "x", LIMITS).event_id != \
+        dead_letter(record(b"b"), "not_json", "x", LIMITS).event_id
+    assert dead_letter(RawRecord("t", 0, 0, b"a", 1000), "not_json", "x", LIMITS).event_id != \
+        dead_letter(RawRecord("t", 0, 0, b"a", 2000), "not_json", "x", LIMITS).event_id
 
 
 def test_invalid_fields_name_every_field_at_fault() -> None:

@@ -1,0 +1,80 @@
+"""The writes llmwatch itself makes on an analyst's behalf: a short, fixed list of commands.
+
+`llmwatch sql` is read-only; these are the only statements the CLI may have the store run that change
+it. With an embedded store owned by a running worker they go to its `/llmwatch/admin` endpoint, which
+runs nothing but a command named here; otherwise straight to the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from schemas.errors import StoreError
+from streams.settings import Retention, Settings
+from streams.store.client import READ_SETTINGS, connect, migrate
+from streams.store.sql import post_to_worker, running_worker
+
+_PERIOD = ("timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')} "
+           "AND field = 'prompt' AND ({model:String} = '' OR model = {model:String})")
+
+
+def pin_drift_reference(client: Client, since: datetime, until: datetime, model: str, min_samples: int) -> int:
+    """Pin the sampled events of [since, until) as the drift reference; returns how many."""
+    parameters = {"since": since, "until": until, "model": model}
+    found = int(client.query(f"SELECT count(DISTINCT event_id) FROM embeddings WHERE {_PERIOD}",
+                             parameters=parameters, settings=READ_SETTINGS).result_rows[0][0])
+    if found < min_samples:
+        raise StoreError(
+            f"only {found} sampled events in that period (need {min_samples}); widen it, or raise "
+            "LLMWATCH_METRICS__EMBED_PER_SECOND so that more events are sampled")
+    client.command("TRUNCATE TABLE drift_reference")
+    client.command(f"INSERT INTO drift_reference (event_id) SELECT DISTINCT event_id FROM embeddings WHERE {_PERIOD}",
+                   parameters=parameters, settings=READ_SETTINGS)
+    return found
+
+
+def clear_drift_reference(client: Client) -> None:
+    client.command("TRUNCATE TABLE drift_reference")
+
+
+def apply_migrations(client: Client, retention: dict[str, int]) -> int:
+    return migrate(client, Retention(**retention))
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "drift.pin_reference": pin_drift_reference,
+    "drift.clear_reference": clear_drift_reference,
+    "migrate": apply_migrations,
+}
+
+
+def call_command(client: Client, name: str, args: dict[str, Any]) -> Any:
+    """Run one of COMMANDS (and nothing else) with JSON arguments; store errors become StoreError."""
+    if name not in COMMANDS:
+        raise StoreError(f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}")
+    if name == "drift.pin_reference":
+        args = args | {key: datetime.fromisoformat(args[key]) for key in ("since", "until") if key in args}
+    try:
+        return COMMANDS[name](client, **args)
+    except TypeError as exc:
+        raise StoreError(f"wrong arguments for {name}: {exc}") from exc
+    except ClickHouseError as exc:
+        raise StoreError(f"{name} failed: {str(exc).strip()}") from exc
+
+
+def run_command(settings: Settings, name: str, timeout: float = 300.0, **args: Any) -> Any:
+    """Through the worker that owns the embedded store, or straight to the store."""
+    args = {key: value.isoformat() if isinstance(value, datetime) else value for key, value in args.items()}
+    worker = running_worker(settings) if settings.embedded_store else None
+    if worker is not None:
+        return post_to_worker(worker, "/llmwatch/admin", {"command": name, "args": args}, timeout)["result"]
+    client = connect(settings.store_dsn)
+    try:
+        return call_command(client, name, args)
+    finally:
+        client.close()
