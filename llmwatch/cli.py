@@ -150,6 +150,8 @@ def demo(
     malformed_ratio: Annotated[float, typer.Option(min=0, max=1, help="Share of malformed messages.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed for reproducible traffic.")] = 7,
     keep_running: Annotated[bool, typer.Option(help="Leave the stack it started running.")] = False,
+    incident: Annotated[bool, typer.Option(help="Then a latency incident (about a minute) that fires and resolves "
+                                           "the default latency alert.")] = True,
     serving: Annotated[bool, typer.Option("--serving", help="Real chat requests through the gateway and vLLM "
                                           "instead (starts them too; vLLM loads in about a minute).")] = False,
     requests: Annotated[int, typer.Option(min=1, help="With --serving: how many chat requests.")] = 12,
@@ -169,8 +171,11 @@ def demo(
             raise typer.Exit(1)
         return
     mix = TrafficMix(feedback_ratio=feedback_ratio, malformed_ratio=malformed_ratio)
+    if incident and (not settings.alerts.enabled or settings.alerts.rules_file is not None):
+        console.print("no latency incident: it shows the default alert rules, and these settings use others")
+        incident = False
     if not run_demo(settings, events=events, rate=rate, mix=mix, seed=seed, keep_running=keep_running,
-                    console=console):
+                    console=console, incident=incident):
         raise typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from llmwatch.traffic import TrafficMix, traffic
+from llmwatch.traffic import TrafficMix, inference_event, traffic
 from processors.windows import floor_time
 from schemas.errors import LlmwatchError
 from schemas.events import InferenceEvent
@@ -82,7 +82,7 @@ def wait_for(settings: Settings, expected: dict[str, int], timeout: float, conso
 
 
 def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, seed: int, keep_running: bool,
-             console: Console) -> bool:
+             console: Console, incident: bool = True) -> bool:
     child = None
     if settings.embedded_broker and running_worker(settings) is None:
         child = start_stack(settings, console)
@@ -99,6 +99,8 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
         ok = after == expected
         report(settings, sent, before, after, ok, console)
         show_metrics(settings, started, console)
+        if incident:
+            ok = latency_incident(settings, seed, console) and ok
         if child is not None and keep_running:
             console.print(f"the stack keeps running (pid {child.pid}); stop it with Ctrl-C or `kill {child.pid}`")
             child = None
@@ -107,6 +109,51 @@ def run_demo(settings: Settings, *, events: int, rate: float, mix: TrafficMix, s
         if child is not None:
             child.terminate()
             child.wait(30)
+
+
+INCIDENT_RULE = "latency_p99_high"
+
+
+def latency_incident(settings: Settings, seed: int, console: Console, *, rate: float = 40,
+                     slow_seconds: float = 40, calm_seconds: float = 25) -> bool:
+    """A latency incident on one model, so that the default latency rule fires and then resolves in view:
+    answers six times slower for `slow_seconds` (the rule wants three breaching 10-s windows), then calm."""
+    rng = random.Random(seed)
+    since = datetime.now(UTC)
+
+    def event(slow: bool) -> InferenceEvent:
+        base = inference_event(rng, error_ratio=0)
+        latency = base.latency_ms * (6 if slow else 1)
+        return base.model_copy(update={"model": "smollm2-135m", "adapter": "support-v4",
+                                       "prompt_template_version": "v2", "latency_ms": latency,
+                                       "timestamp": datetime.now(UTC)})
+
+    console.print(f"\n[bold]a latency incident[/]: support-v4 answers 6x slower for {slow_seconds:.0f} s, then "
+                  f"recovers; the default rule `{INCIDENT_RULE}` (p99 over 5 s for 3 windows) should fire and resolve")
+    with Publisher.from_settings(settings) as publisher, Progress(console=console) as progress:
+        task = progress.add_task("incident traffic", total=slow_seconds + calm_seconds)
+        start = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - start) < slow_seconds + calm_seconds:
+            publisher.publish(event(slow=elapsed < slow_seconds))
+            sent += 1
+            progress.update(task, completed=elapsed)
+            time.sleep(max(0.0, sent / rate - (time.monotonic() - start)))
+        publisher.flush()
+    sql = ("SELECT formatDateTime(timestamp, '%H:%i:%S') AS at, state, severity, round(value) AS p99_ms, "
+           "request_ids[1] AS worst_request FROM alerts "
+           f"WHERE rule = '{INCIDENT_RULE}' AND model = 'smollm2-135m' AND adapter = 'support-v4' "
+           f"AND timestamp >= toDateTime64('{since:%Y-%m-%d %H:%M:%S}', 3, 'UTC') ORDER BY timestamp")
+    deadline = time.monotonic() + 60
+    with console.status("waiting for the alert to fire and resolve"):
+        while {row[1] for row in query(settings, sql).rows} < {"firing", "resolved"} and time.monotonic() < deadline:
+            time.sleep(1)
+    result = query(settings, sql)
+    print_table(result, f"alerts of `{INCIDENT_RULE}` during the incident (alerts table, also on llm.alerts)", console)
+    fired = {row[1] for row in result.rows} >= {"firing", "resolved"}
+    if not fired:
+        console.print("[red]the alert did not both fire and resolve within a minute[/]; see `llmwatch rules list`")
+    return fired
 
 
 def show_metrics(settings: Settings, since: datetime, console: Console) -> None:
