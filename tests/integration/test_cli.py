@@ -73,3 +73,16 @@ def test_a_bad_setting_is_explained_not_traced(tmp_path: Path) -> None:
     result = llmwatch("sql", "SELECT 1", env={"LLMWATCH_CLICKHOUSE_DSN": "mysql://nope"})
     assert result.returncode == 1
     assert "LLMWATCH_CLICKHOUSE_DSN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_demo_reconciles_and_shows_an_alert_fire_and_resolve(tmp_path: Path) -> None:
+    """`make demo`'s own command, on a stack of its own: every event lands, and the incident pages once."""
+    env = {"LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(free_port()),
+           "LLMWATCH_WEB_PORT": str(free_port()), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "", "COLUMNS": "200"}
+    demo = llmwatch("demo", "--events", "600", "--rate", "300", env=env, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "reconciled" in demo.stdout and "NOT reconciled" not in demo.stdout
+    incident = demo.stdout.split("a latency incident")[1]
+    states = [state for line in incident.splitlines() if "critical" in line
+              for state in ("firing", "resolved") if f" {state} " in line]
+    assert states == ["firing", "resolved"], incident[-2000:]
