@@ -69,8 +69,8 @@ class Serving(BaseModel):
     max_body_bytes: int = Field(default=4 * 2**20, ge=1024, description="larger request bodies get a 413")
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="larger request heads get a 431")
     max_headers: int = Field(default=100, ge=8, description="requests with more headers get a 431")
-    ops_open: bool | None = Field(
-        default=None, description="/metrics, /health, /docs without a key; empty: only when host is loopback")
+    ops_open: bool = Field(
+        default=False, description="/metrics, /health, /docs without a key beyond loopback too (on it, always)")
     spool_max_bytes: int = Field(default=256 * 2**20, ge=2**16, description="events kept on disk while Kafka is away")
     queue_max_events: int = Field(default=10_000, ge=1, description="events waiting in memory to be published")
     publish_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka silent this long: spool instead")

@@ -97,8 +97,8 @@ class Gateway:
         serving = settings.serving
         self.settings = settings
         self.metrics = GatewayMetrics()
-        ops_open = serving.ops_open if serving.ops_open is not None else serving.host in LOOPBACK
-        self.keys = KeyRing(serving.api_keys, serving.feedback_api_keys, serving.admin_api_keys, ops_open=ops_open)
+        self.keys = KeyRing(serving.api_keys, serving.feedback_api_keys, serving.admin_api_keys,
+                            ops_open=serving.ops_open or serving.host in LOOPBACK)
         try:
             self.router = Router(serving.served_model_name, serving.routes)
         except ValueError as exc:

@@ -5,7 +5,7 @@ POST /v1/feedback (safe to ship in a front end: such feedback must carry its ans
 admin keys open /admin. With no client key configured the gateway is open (development on loopback;
 `serving.stack` refuses to bind elsewhere), and the admin API then too; once client keys are set, admin
 needs its own key. The operations endpoints (/metrics, /health, /docs, /openapi.json) take a client or an
-admin key, unless `ops_open` (by default: only while the gateway listens on loopback).
+admin key while the gateway listens beyond loopback, unless `ops_open` says to leave them open there too.
 """
 
 from __future__ import annotations

@@ -78,12 +78,12 @@ def limited_protocol(max_head_bytes: int, max_headers: int) -> type:
     class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
         _header_count = 0
-        _in_head = True
+        _in_head = False
         _refusal: str | None = None
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._header_count = True, 0
+            self._in_head, self._head_bytes, self._header_count = True, 0, 0
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._header_count += 1
@@ -96,10 +96,6 @@ def limited_protocol(max_head_bytes: int, max_headers: int) -> type:
         def on_headers_complete(self) -> None:
             self._in_head, self._head_bytes = False, 0
             super().on_headers_complete()
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._in_head = True
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
