@@ -2,4 +2,5 @@
 -- messages); this says it did. Rows stored before this migration were never cut.
 
 ALTER TABLE inference_events ADD COLUMN IF NOT EXISTS truncated Bool DEFAULT false
-    COMMENT 'prompt, messages or response text was cut (with a marker) to keep the event under max_event_bytes';
+    COMMENT 'prompt, messages or response text was cut (with a marker) to keep the event under max_event_bytes'
+    AFTER redactions;
