@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from starlette.requests import Request
@@ -159,11 +160,11 @@ class Proxy:
             timing += f", gateway;dur={own * 1000:.3f}"
         else:
             try:
-                body = json.loads(data)
+                refusal: Any = json.loads(data)
             except (ValueError, RecursionError):
-                body = data.decode(errors="replace")
+                refusal = data.decode(errors="replace")
             self._finish(exchange, Completion(), started, None, "error",
-                         f"vLLM answered {response.status}: {error_message(body)}", response.status)
+                         f"vLLM answered {response.status}: {error_message(refusal)}", response.status)
             del headers["X-Feedback-Token"]
         return Response(data, status_code=response.status, headers={**headers, "Server-Timing": timing},
                         media_type=response.headers.get("Content-Type", "application/json"))

@@ -80,7 +80,7 @@ def _read_answer(exchange: Exchange) -> Exchange:
     """The exchange with a non-streamed answer's text and usage filled in (streamed ones are read as they pass)."""
     if exchange.answer is None:
         return exchange
-    body = exchange.answer
+    body: Any = exchange.answer
     if isinstance(body, bytes):
         try:
             body = json.loads(body)
