@@ -133,30 +133,43 @@ def prepare(payload: dict[str, Any], upstream_model: str) -> UpstreamRequest:
     )
 
 
+def _swap_id(data: bytes, old: Any, request_id: str) -> bytes | None:
+    """The bytes with the id value swapped where it is written as `"id":<old>` (with or without a space)."""
+    if not isinstance(old, str):
+        return None
+    value = json.dumps(old).encode()
+    for written in (b'"id":' + value, b'"id": ' + value):
+        if written in data:
+            return data.replace(written, b'"id":"' + request_id.encode() + b'"', 1)  # minted: hex, no escapes
+    return None
+
+
 def answer_for_client(data: bytes, request_id: str, feedback_token: str) -> tuple[bytes, dict[str, Any] | None]:
     """A non-streamed answer with the gateway's id and the feedback token, and the parsed answer (None, and the
-    bytes as they came, when it is not a JSON object)."""
+    bytes as they came, when it is not a JSON object). Parsed once; the bytes are only re-encoded when the id
+    is not written the usual way."""
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):
         return data, None
     if not isinstance(body, dict):
         return data, None
+    swapped = _swap_id(data, body.get("id"), request_id) if body else None
     body["id"] = request_id
     body["feedback_token"] = feedback_token
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), body
+    if swapped is None:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), body
+    start = swapped.index(b"{") + 1
+    return swapped[:start] + b'"feedback_token":"' + feedback_token.encode() + b'",' + swapped[start:], body
 
 
 def chunk_for_client(event: bytes, chunk: dict[str, Any], request_id: str, feedback_token: str | None) -> bytes:
     """One streamed event with the gateway's id (and, given one, the feedback token: the first chunk's)."""
-    old = chunk.get("id")
-    if feedback_token is None and isinstance(old, str):
-        new = json.dumps(request_id).encode()
-        for written in (b'"id":' + json.dumps(old).encode(), b'"id": ' + json.dumps(old).encode()):
-            if written in event:
-                return event.replace(written, b'"id":' + new, 1)
-    if "id" not in chunk and feedback_token is None:
-        return event
+    if feedback_token is None:
+        if "id" not in chunk:
+            return event
+        if (swapped := _swap_id(event, chunk["id"], request_id)) is not None:
+            return swapped
     rewritten = {**chunk, "id": request_id}
     if feedback_token is not None:
         rewritten["feedback_token"] = feedback_token
