@@ -92,6 +92,7 @@ class InferenceEvent(Event):
     tokens_per_second: float | None = Field(default=None, ge=0, description="completion tokens / latency")
     redacted: bool = Field(default=False, description="personal data was replaced in prompt or response")
     redactions: dict[str, int] = Field(default_factory=dict, description="replacements per kind, e.g. email: 1")
+    truncated: bool = Field(default=False, description="text was cut to keep the event under max_event_bytes")
 
     @model_validator(mode="after")
     def _has_a_prompt(self) -> Self:

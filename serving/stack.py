@@ -35,11 +35,14 @@ def run_gateway(settings: Settings) -> None:
     import uvicorn
 
     from serving.gateway.app import create_app
+    from serving.gateway.limits import server_options
 
     check_exposure(settings)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.serving.host, port=settings.serving.port, log_config=None,
-                            access_log=False, timeout_graceful_shutdown=30, server_header=False)
+    serving = settings.serving
+    config = uvicorn.Config(app, host=serving.host, port=serving.port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=30, server_header=False,
+                            **server_options(serving.max_header_bytes, serving.max_headers))
     server = uvicorn.Server(config)
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again under the handlers found
     # at start; a stop that was asked for is a success, so those handlers do nothing (exit code 0).

@@ -76,7 +76,16 @@ class Serving(BaseModel):
     routes: dict[str, dict[str, NonNegativeFloat]] = Field(
         default={}, description="public model name -> {base model or adapter: traffic weight}")
     redact: list[Literal["email", "phone", "credit_card", "ip"]] = ["email", "phone", "credit_card", "ip"]
-    redact_patterns: dict[str, str] = Field(default={}, description="more {name: regex} to redact")
+    redact_patterns: dict[str, str] = Field(default={}, description="more {name: regex} to redact (RE2 syntax)")
+    user_ids: Literal["redact", "hash", "keep"] = Field(
+        default="redact", description="user ids in events and feedback: redacted like text, hashed (keyed), or kept")
+    feedback_secret: SecretStr = Field(
+        default=SecretStr(""), description="key of feedback tokens; empty: a random one kept in the data dir")
+    max_body_bytes: int = Field(default=4 * 2**20, ge=1024, description="larger request bodies get a 413")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="larger request heads get a 431")
+    max_headers: int = Field(default=100, ge=8, description="requests with more headers get a 431")
+    ops_open: bool = Field(
+        default=False, description="/metrics, /health, /docs without a key beyond loopback too (on it, always)")
     spool_max_bytes: int = Field(default=256 * 2**20, ge=2**16, description="events kept on disk while Kafka is away")
     queue_max_events: int = Field(default=10_000, ge=1, description="events waiting in memory to be published")
     publish_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka silent this long: spool instead")

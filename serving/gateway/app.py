@@ -12,22 +12,25 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from schemas.errors import ConfigurationError
 from schemas.events import FeedbackContent, FeedbackEvent
-from serving.gateway.auth import KeyRing, Scope, presented_key
+from serving.gateway.auth import LOOPBACK, KeyRing, Scope, presented_key
+from serving.gateway.limits import BodyLimit
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.proxy import Proxy, openai_error
+from serving.gateway.recording import Rules
 from serving.gateway.redaction import Redactor
-from serving.gateway.routing import Router, validate_weights
+from serving.gateway.routing import Router, validate_name, validate_weights
 from serving.gateway.sink import EventSink
 from serving.gateway.spool import Spool
+from serving.gateway.tokens import Signer, load_secret
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,13 +41,21 @@ class FeedbackIn(FeedbackContent):
 
     model_config = ConfigDict(extra="forbid")
 
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False,
+                                description="a rating normalised to [0, 1]")
+    feedback_token: str | None = Field(
+        default=None, max_length=128,
+        description="the answer's feedback token (X-Feedback-Token); needed with a feedback key")
+
 
 class RouteIn(BaseModel):
     """PUT /admin/routes/{name}: the traffic weights of a route, by base model or adapter name."""
 
     model_config = ConfigDict(extra="forbid")
 
-    targets: dict[str, NonNegativeFloat] = Field(description='e.g. {"smollm2-135m": 90, "support-v4": 10}')
+    targets: dict[str, float] = Field(description='e.g. {"smollm2-135m": 90, "support-v4": 10}')
+    shadow_base_model: bool = Field(
+        default=False, description="true to let a route named like the base model take the base model's traffic")
 
 
 BodyModel = TypeVar("BodyModel", bound=BaseModel)
@@ -65,6 +76,12 @@ def _documented(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": schema}
 
 
+def _plain_errors(errors: Any) -> list[dict[str, Any]]:
+    """Where and what, never the input: a 5 MB field is not echoed back, a NaN cannot break the JSON answer."""
+    return [{"loc": [part if isinstance(part, int) else str(part)[:200] for part in error.get("loc", ())],
+             "msg": str(error.get("msg", ""))[:500], "type": str(error.get("type", ""))} for error in errors]
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors:
@@ -80,7 +97,8 @@ class Gateway:
         serving = settings.serving
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self.keys = KeyRing(serving.api_keys, serving.feedback_api_keys, serving.admin_api_keys)
+        self.keys = KeyRing(serving.api_keys, serving.feedback_api_keys, serving.admin_api_keys,
+                            ops_open=serving.ops_open or serving.host in LOOPBACK)
         try:
             self.router = Router(serving.served_model_name, serving.routes)
         except ValueError as exc:
@@ -89,18 +107,22 @@ class Gateway:
         self.spool: Spool | None = None
         self.sink: EventSink | None = None
         self.proxy: Proxy | None = None
+        self.signer: Signer | None = None
 
     async def start(self) -> None:
         serving = self.settings.serving
+        self.signer = Signer(load_secret(serving.feedback_secret.get_secret_value(), self.settings.data_dir))
         self.spool = Spool(self.settings.data_dir / "spool" / "gateway", serving.spool_max_bytes)
+        rules = Rules(max_event_bytes=self.settings.max_event_bytes, user_ids=serving.user_ids,
+                      hash_user=self.signer.user_hash)
         self.sink = EventSink(
             bootstrap_servers=self.settings.bootstrap_servers, topics=self.settings.topics, spool=self.spool,
             redactor=self.redactor, metrics=self.metrics, publish_timeout=serving.publish_timeout_seconds,
-            max_backoff=serving.replay_max_backoff_seconds, queue_max=serving.queue_max_events,
+            max_backoff=serving.replay_max_backoff_seconds, queue_max=serving.queue_max_events, rules=rules,
         )
         self.proxy = Proxy(base_url=serving.vllm_base_url, api_key=serving.vllm_api_key.get_secret_value(),
                            router=self.router, sink=self.sink, metrics=self.metrics,
-                           timeout=serving.upstream_timeout_seconds)
+                           timeout=serving.upstream_timeout_seconds, signer=self.signer)
         await self.sink.start()
         await self.proxy.start()
         if self.keys.open:
@@ -137,13 +159,14 @@ def create_app(settings: Settings) -> FastAPI:
             await gateway.stop()
 
     app = FastAPI(title="llmwatch gateway", summary="OpenAI-compatible, in front of vLLM; every request is an event",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
+    app.add_middleware(BodyLimit, max_bytes=settings.serving.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         gateway.metrics.rejected.labels("invalid_body").inc()
-        errors = jsonable_encoder(exc.errors())
+        errors = _plain_errors(exc.errors())
         message = _validation_message(errors)
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": 422},
                              "detail": errors}, status_code=422)
@@ -171,9 +194,16 @@ def create_app(settings: Settings) -> FastAPI:
     async def feedback(request: Request) -> Any:
         if refused := gateway.refusal(request, "feedback"):
             return refused
-        assert gateway.sink is not None
+        assert gateway.sink is not None and gateway.signer is not None
         body = _body(await request.body(), FeedbackIn)
-        event = FeedbackEvent(**body.model_dump())
+        token = body.feedback_token or request.headers.get("x-feedback-token")
+        # A token, when sent, must match; only a trusted producer (a client key: the app's back end) may omit it.
+        checked = token is not None or not gateway.keys.trusted_producer(presented_key(request.headers))
+        if checked and not gateway.signer.valid(body.request_id, token):
+            gateway.metrics.rejected.labels("feedback_token").inc()
+            return openai_error(403, "feedback_token does not belong to request_id: send the feedback_token "
+                                     "(or X-Feedback-Token) that came with the answer", "invalid_request_error")
+        event = FeedbackEvent(**body.model_dump(exclude={"feedback_token"}))
         gateway.sink.submit(event)
         gateway.metrics.feedback.inc()
         return {"status": "accepted", "request_id": event.request_id, "feedback_id": str(event.event_id)}
@@ -194,6 +224,10 @@ def create_app(settings: Settings) -> FastAPI:
             weights = validate_weights(name, body.targets)
         except ValueError as exc:
             return openai_error(422, str(exc), "invalid_request_error")
+        if name == gateway.router.base_model and not body.shadow_base_model:
+            return openai_error(409, f"a route named {name!r} would take the base model's own traffic: choose "
+                                     "another name, or send \"shadow_base_model\": true if that is the point",
+                                "invalid_request_error")
         try:
             served = await gateway.proxy.served_models()
         except Exception as exc:  # the route cannot be checked: refuse rather than route blind
@@ -211,19 +245,36 @@ def create_app(settings: Settings) -> FastAPI:
     async def delete_route(request: Request, name: str) -> Any:
         if refused := gateway.refusal(request, "admin"):
             return refused
+        try:
+            validate_name(name)
+        except ValueError as exc:
+            return openai_error(422, str(exc), "invalid_request_error")
         if not gateway.router.delete_route(name):
             return openai_error(404, f"there is no route {name!r}", "invalid_request_error")
         log.info("route %r deleted", name)
         return {"deleted": name}
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if refused := gateway.refusal(request, "ops"):
+            return refused
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
-    async def health() -> Any:
+    async def health(request: Request) -> Any:
+        if refused := gateway.refusal(request, "ops"):
+            return refused
         assert gateway.proxy is not None and gateway.sink is not None
         return {"status": "ok", "vllm": "ready" if await gateway.proxy.vllm_ready() else "unreachable",
                 "events": gateway.sink.status()}
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        return gateway.refusal(request, "ops") or JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        return gateway.refusal(request, "ops") or get_swagger_ui_html(openapi_url="/openapi.json",
+                                                                      title="llmwatch gateway")
 
     return app

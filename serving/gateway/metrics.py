@@ -1,12 +1,41 @@
 """The gateway's Prometheus metrics, in a registry of its own (one per app, so tests can build several).
 
-Label values are bounded: endpoints and statuses are fixed sets, models and adapters are what vLLM
-accepted (a name it refused is counted as "unknown"), never free text from a client.
+Label values are bounded: endpoints and statuses are fixed sets; a model or adapter label is a name the
+gateway knows (the base model, a route's target) or one vLLM served, plainly spelled, and at most
+`MAX_ADAPTER_LABELS` of those: anything else a client sends is counted as "unknown", never kept as text.
 """
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MAX_ADAPTER_LABELS = 64
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+
+
+class AdapterLabels:
+    """Which adapter names may become label values: known ones, and the first few others vLLM served."""
+
+    def __init__(self) -> None:
+        self._served: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, name: str | None, *, known: Iterable[str], served: bool) -> str:
+        if not name:
+            return ""
+        if name in known:
+            return name
+        if not served or not _PLAIN_NAME.fullmatch(name):
+            return "unknown"
+        with self._lock:
+            if name in self._served or len(self._served) < MAX_ADAPTER_LABELS:
+                self._served.add(name)
+                return name
+        return "unknown"
 
 _LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -29,6 +58,12 @@ class GatewayMetrics:
         self.rejected = Counter("llmwatch_gateway_rejected", "Requests refused before vLLM (auth, bad body)",
                                 ["reason"], registry=r)
         self.feedback = Counter("llmwatch_gateway_feedback", "Feedback accepted", registry=r)
+        self.truncated = Counter("llmwatch_gateway_events_truncated",
+                                 "Events whose text was cut to stay under max_event_bytes", registry=r)
+        self.refused = Counter("llmwatch_gateway_events_refused",
+                               "Events Kafka refused for a reason retrying cannot fix, set aside", ["reason"],
+                               registry=r)
+        self.adapters = AdapterLabels()
         self.published = Counter("llmwatch_gateway_events_published", "Events acknowledged by Kafka",
                                  ["topic"], registry=r)
         self.publish_errors = Counter("llmwatch_gateway_publish_errors",

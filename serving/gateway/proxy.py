@@ -1,8 +1,8 @@
 """The request path: one OpenAI request to vLLM and back, timed, with its exchange handed to the sink.
 
-Kept thin on purpose: parse the body once, route, forward, and pass the answer through byte for byte
-(only the `id` is swapped for the gateway's request id). Everything else an event needs is built later,
-off this path (`serving.gateway.recording`, `serving.gateway.sink`).
+Kept thin on purpose: parse and check the body once, mint the request id, route, forward, and pass the
+answer through (with the gateway's request id for vLLM's, and a feedback token). Everything else an event
+needs is built later, off this path (`serving.gateway.recording`, `serving.gateway.sink`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from starlette.requests import Request
@@ -22,19 +23,23 @@ from starlette.types import Send
 from schemas.events import utcnow
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.openai_wire import (
+    BadRequest,
     Completion,
     Endpoint,
     SseSplitter,
     UpstreamRequest,
+    answer_for_client,
+    chunk_for_client,
     client_request_id,
     error_message,
     event_data,
-    id_swap,
+    parse_request,
     prepare,
 )
 from serving.gateway.recording import Exchange
 from serving.gateway.routing import Router
 from serving.gateway.sink import EventSink
+from serving.gateway.tokens import Signer
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +65,9 @@ class _ClosingStreamingResponse(StreamingResponse):
 
 class Proxy:
     def __init__(self, *, base_url: str, api_key: str, router: Router, sink: EventSink, metrics: GatewayMetrics,
-                 timeout: float) -> None:
+                 timeout: float, signer: Signer) -> None:
         self.base_url = base_url
+        self.signer = signer
         self.router = router
         self.sink = sink
         self.metrics = metrics
@@ -102,25 +108,22 @@ class Proxy:
     async def complete(self, request: Request, endpoint: Endpoint) -> Response:
         started = time.perf_counter()
         started_at = utcnow()
-        request_id = client_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex  # always the gateway's: a client's id could collide or pick a route
         try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
+            payload = parse_request(await request.body(), endpoint)
+            requested = payload.get("model")
+            target = self.router.resolve(requested, request_id)
+            messages, prompt = payload.get("messages"), payload.get("prompt")
+            upstream = prepare(payload, target.upstream)
+        except BadRequest as exc:
             self.metrics.rejected.labels("bad_body").inc()
-            return openai_error(400, f"the body must be a JSON object: an OpenAI {endpoint} request",
-                                "invalid_request_error", request_id)
-        requested = payload.get("model") if isinstance(payload.get("model"), str) else None
-        target = self.router.resolve(requested, request_id)
+            return openai_error(400, str(exc), "invalid_request_error", request_id)
         exchange = Exchange(request_id=request_id, endpoint=endpoint, started_at=started_at, model=target.model,
-                            adapter=target.adapter, requested_model=requested, stream=payload.get("stream") is True,
-                            messages=payload.get("messages"), prompt=payload.get("prompt"))
-        upstream = prepare(payload, target.upstream)
-        exchange.metadata, exchange.user = upstream.metadata, upstream.user
-        upstream_id = uuid.uuid4().hex
-        swap = id_swap(endpoint, upstream_id, request_id)
-        headers = {"Content-Type": "application/json", "X-Request-Id": upstream_id, **self._auth}
+                            adapter=target.adapter, requested_model=requested, stream=upstream.stream,
+                            messages=messages, prompt=prompt, metadata=upstream.metadata, user=upstream.user,
+                            client_request_id=client_request_id(request.headers.get("x-request-id")))
+        token = self.signer.feedback_token(request_id)
+        headers = {"Content-Type": "application/json", "X-Request-Id": uuid.uuid4().hex, **self._auth}
         sent = time.perf_counter()
         try:
             response = await self.session.post(f"{self.base_url}{PATHS[endpoint]}", data=upstream.body,
@@ -128,11 +131,17 @@ class Proxy:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return self._upstream_failed(exchange, started, exc, f"vLLM unreachable: {exc!r}")
         if response.status == 200 and upstream.stream:
-            return self._stream(exchange, response, started, upstream, swap)
-        return await self._whole(exchange, response, started, sent, swap)
+            return self._stream(exchange, response, started, upstream, token)
+        return await self._whole(exchange, response, started, sent, token)
+
+    def _headers(self, exchange: Exchange, token: str) -> dict[str, str]:
+        headers = {"X-Request-ID": exchange.request_id, "X-Feedback-Token": token}
+        if exchange.client_request_id:
+            headers["X-Client-Request-ID"] = exchange.client_request_id
+        return headers
 
     async def _whole(self, exchange: Exchange, response: aiohttp.ClientResponse, started: float, sent: float,
-                     swap: tuple[bytes, bytes]) -> Response:
+                     token: str) -> Response:
         try:
             data = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -141,22 +150,23 @@ class Proxy:
         answered = time.perf_counter()
         upstream = answered - sent
         timing = f"upstream;dur={upstream * 1000:.3f}"
-        if response.status == 200 and data.lstrip()[:1] == b"{":  # read later, when the event is built
-            data = data.replace(*swap, 1)
-            exchange.answer = data
+        headers = self._headers(exchange, token)
+        if response.status == 200:
+            data, body = answer_for_client(data, exchange.request_id, token)
+            exchange.answer = data if body is None else body  # read for the event later, off this path
             self._finish(exchange, Completion(), started, answered, "ok", None, 200)
             own = max(0.0, time.perf_counter() - started - upstream)
             self.metrics.overhead.labels(exchange.endpoint).observe(own)
             timing += f", gateway;dur={own * 1000:.3f}"
         else:
             try:
-                body = json.loads(data)
-            except ValueError:
-                body = data.decode(errors="replace")
+                refusal: Any = json.loads(data)
+            except (ValueError, RecursionError):
+                refusal = data.decode(errors="replace")
             self._finish(exchange, Completion(), started, None, "error",
-                         f"vLLM answered {response.status}: {error_message(body)}", response.status)
-        return Response(data, status_code=response.status,
-                        headers={"X-Request-ID": exchange.request_id, "Server-Timing": timing},
+                         f"vLLM answered {response.status}: {error_message(refusal)}", response.status)
+            del headers["X-Feedback-Token"]
+        return Response(data, status_code=response.status, headers={**headers, "Server-Timing": timing},
                         media_type=response.headers.get("Content-Type", "application/json"))
 
     def _upstream_failed(self, exchange: Exchange, started: float, exc: Exception, error: str) -> Response:
@@ -171,12 +181,11 @@ class Proxy:
                             exchange.request_id)
 
     def _stream(self, exchange: Exchange, response: aiohttp.ClientResponse, started: float,
-                upstream: UpstreamRequest, swap: tuple[bytes, bytes]) -> Response:
-        old_id, new_id = swap
-
+                upstream: UpstreamRequest, token: str) -> Response:
         async def body() -> AsyncIterator[bytes]:
             splitter, completion = SseSplitter(), Completion()
             first: float | None = None
+            unsent_token: str | None = token  # the first chunk carries it
             status, error = "ok", None
             try:
                 async for data in response.content.iter_any():
@@ -185,7 +194,7 @@ class Proxy:
                         payload = event_data(event)
                         try:
                             chunk = json.loads(payload) if payload is not None and payload != b"[DONE]" else None
-                        except ValueError:
+                        except (ValueError, RecursionError):
                             chunk = None
                         if not isinstance(chunk, dict):
                             out.append(event)
@@ -194,7 +203,8 @@ class Proxy:
                         if produced and first is None:
                             first = time.perf_counter()
                         if not usage_only or upstream.client_wants_usage:
-                            out.append(event.replace(old_id, new_id, 1))
+                            out.append(chunk_for_client(event, chunk, exchange.request_id, unsent_token))
+                            unsent_token = None
                     if out:
                         yield b"".join(out)
                 if rest := splitter.rest():
@@ -216,7 +226,7 @@ class Proxy:
                 self._finish(exchange, completion, started, first, status, error, 200)
 
         return _ClosingStreamingResponse(body(), media_type="text/event-stream",
-                                         headers={"X-Request-ID": exchange.request_id, "Cache-Control": "no-cache"})
+                                         headers={**self._headers(exchange, token), "Cache-Control": "no-cache"})
 
     def _finish(self, exchange: Exchange, completion: Completion, started: float, first: float | None,
                 status: str, error: str | None, code: int) -> None:
@@ -228,9 +238,9 @@ class Proxy:
         exchange.status, exchange.error = status, error
         exchange.response_text = completion.text or None
         exchange.prompt_tokens, exchange.completion_tokens = completion.prompt_tokens, completion.completion_tokens
-        known = code != 404
-        self.metrics.requests.labels(exchange.endpoint, exchange.model if known else "unknown",
-                                     (exchange.adapter or "") if known else "unknown", status).inc()
+        adapter = self.metrics.adapters.label(exchange.adapter, known=self.router.known_names(),
+                                              served=code == 200)
+        self.metrics.requests.labels(exchange.endpoint, exchange.model, adapter, status).inc()
         stream = "true" if exchange.stream else "false"
         self.metrics.latency.labels(exchange.endpoint, stream).observe(exchange.latency_s)
         if exchange.ttft_s is not None:

@@ -1,15 +1,20 @@
 """Events off the request path: an in-memory queue, drained by one task into Kafka or the on-disk spool.
 
-Request handlers call `submit`, which never waits. One background task builds and redacts the events,
-publishes them with aiokafka (acks=all; keyed as `streams.publisher.Publisher` keys them), and sends
-whatever Kafka did not acknowledge within `publish_timeout_seconds` to the spool. While the spool holds
-anything, new events join it behind the old ones, and the same task replays it, oldest first, with
-backoff, until Kafka is back; so events reach Kafka in the order they were spooled. One task does all
+Request handlers call `submit`, which never waits. One background task has the events built, bounded and
+redacted in a worker thread (never on the event loop that serves requests), publishes them with
+aiokafka (acks=all; keyed as `streams.publisher.Publisher` keys them), and sends whatever Kafka did not
+acknowledge within `publish_timeout_seconds` to the spool. While the spool holds anything, new events
+join it behind the old ones, and the same task replays it, oldest first, with backoff, until Kafka is
+back; so events reach Kafka in the order they were spooled. One task does all
 of it, so there is no race between publishing, spooling and replaying.
 
 Delivery is at least once: a timeout can resend an event Kafka had in fact taken; the store collapses
 duplicates by `event_id`. On shutdown the queue is flushed (to Kafka, or to the spool) and the spool is
 kept for the next start. Events are lost only when the spool is full, and then loudly (log and metric).
+
+A record Kafka refuses for a reason that retrying cannot fix (too large, a corrupt or invalid record) is
+set aside (`SetAside`, with a log line and `llmwatch_gateway_events_refused_total`) and the queue moves
+on: one poison record must not stop every event behind it.
 """
 
 from __future__ import annotations
@@ -18,22 +23,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from itertools import zip_longest
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from pydantic import ValidationError
 
 from schemas.events import FeedbackEvent, InferenceEvent
 from schemas.topics import Topics, destination
 from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.recording import Exchange, inference_event, redacted_feedback
+from serving.gateway.recording import DEFAULT_RULES, Exchange, Rules, inference_event, redacted_feedback
 from serving.gateway.redaction import Redactor
-from serving.gateway.spool import Record, Spool
+from serving.gateway.spool import Record, SetAside, Spool
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordException, InvalidTopicError)
+"""Kafka's answers about a record itself: sending it again gets the same answer."""
+_KAFKA_MAX_REQUEST = 1_048_576
 _BATCH = 500
 _GATHER_SECONDS = 0.05
 """Events wait this long for others to travel with them: one produce request and one ack per batch, not per
@@ -65,8 +78,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 class EventSink:
     def __init__(self, *, bootstrap_servers: str, topics: Topics, spool: Spool, redactor: Redactor,
-                 metrics: GatewayMetrics, publish_timeout: float, max_backoff: float, queue_max: int) -> None:
+                 metrics: GatewayMetrics, publish_timeout: float, max_backoff: float, queue_max: int,
+                 rules: Rules = DEFAULT_RULES) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.rules = rules
+        self.set_aside = SetAside(spool.directory / "refused.jsonl", max(2**20, spool.max_bytes // 4))
         self.topics = topics
         self.spool = spool
         self.redactor = redactor
@@ -126,11 +142,8 @@ class EventSink:
         while not stopping:
             items = await self._take()
             stopping = any(item is _STOP for item in items)
-            records = []
-            for item in items:
-                if (record := self._encode(item)) is not None:
-                    records.append(record)
-                await asyncio.sleep(0)  # one event at a time: a request never waits behind a whole batch
+            # In a thread: building, redacting and encoding a large event must not hold the requests' loop.
+            records = await asyncio.to_thread(self._encode_all, items)
             try:
                 # When stopping, publish directly only over a live connection: no waiting to reconnect.
                 await self._publish(records, direct=not stopping or self._producer is not None)
@@ -161,20 +174,30 @@ class EventSink:
             stopping = stopping or item is _STOP
         return items
 
+    def _encode_all(self, items: list[Any]) -> list[Record]:
+        return [record for record in map(self._encode, items) if record is not None]
+
     def _encode(self, item: Any) -> Record | None:
         if item is _STOP:
             return None
         try:
             event: InferenceEvent | FeedbackEvent
             if isinstance(item, Exchange):
-                event = inference_event(item, self.redactor)
+                event = inference_event(item, self.redactor, self.rules)
                 for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
                     if tokens:
                         self.metrics.tokens.labels(kind).inc(tokens)
+                if event.truncated:
+                    self.metrics.truncated.inc()
             else:
-                event = redacted_feedback(item, self.redactor)
+                event = redacted_feedback(item, self.redactor, self.rules)
             topic, key = destination(event, self.topics)
-            return Record(topic, key, event.model_dump_json().encode())
+            record = Record(topic, key, event.model_dump_json().encode())
+            if len(record.value) > self.rules.max_event_bytes:
+                self._refuse(record, f"{len(record.value)} bytes, over LLMWATCH_MAX_EVENT_BYTES="
+                                     f"{self.rules.max_event_bytes}", "too_large")
+                return None
+            return record
         except ValidationError as exc:
             self.metrics.dropped.labels("invalid").inc()
             log.error("event for request %s dropped, it is not valid (a gateway bug, please report it): %s",
@@ -209,6 +232,7 @@ class EventSink:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, client_id="llmwatch-gateway", acks="all",
             request_timeout_ms=int(self.publish_timeout * 1000), retry_backoff_ms=100,
+            max_request_size=max(_KAFKA_MAX_REQUEST, self.rules.max_event_bytes + 65_536),
         )
         try:
             await asyncio.wait_for(producer.start(), self.publish_timeout)
@@ -223,33 +247,55 @@ class EventSink:
         return True
 
     async def _send(self, records: Sequence[Record]) -> list[Record]:
-        """Publish and wait for the acks; returns the records Kafka did not acknowledge in time."""
+        """Publish and wait for the acks; returns the records to try again (Kafka did not acknowledge them in
+        time). Records Kafka refused for good are set aside, not returned."""
         assert self._producer is not None
         if not records:
             return []
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[tuple[Record, asyncio.Future[Any]]] = []
+        refused = 0
+        reason = ""
         try:
             async with asyncio.timeout(self.publish_timeout):
                 for record in records:
-                    futures.append(await self._producer.send(record.topic, record.value, key=record.key))
-                await asyncio.wait(futures)
+                    try:
+                        sent.append((record, await self._producer.send(record.topic, record.value, key=record.key)))
+                    except _REFUSED_FOR_GOOD as exc:
+                        refused += 1
+                        self._refuse(record, repr(exc), type(exc).__name__)
+                if sent:
+                    await asyncio.wait([future for _, future in sent])
         except Exception as exc:  # a timeout or a broker error: the rest goes to the spool
             reason = repr(exc)
-        else:
-            reason = ""
         failed = []
-        for record, future in zip_longest(records, futures):
-            if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+        for record, future in sent:
+            if not future.done() or future.cancelled():
                 failed.append(record)
-                if future is not None:
-                    future.add_done_callback(_retrieve)
+                future.add_done_callback(_retrieve)
+            elif isinstance(error := future.exception(), _REFUSED_FOR_GOOD):
+                self._refuse(record, repr(error), type(error).__name__)
+            elif error is not None:
+                failed.append(record)
             else:
                 self.metrics.published.labels(record.topic).inc()
+        failed += records[len(sent) + refused:]  # never handed to the producer
         if failed:
             self._failed(f"Kafka at {self.bootstrap_servers} did not acknowledge {len(failed)} of {len(records)} "
                          f"events within {self.publish_timeout:g} s" + (f" ({reason})" if reason else ""))
             await self._close_producer()
         return failed
+
+    def _refuse(self, record: Record, why: str, reason: str) -> None:
+        """Set a record aside for good: counted, logged, kept in `refused.jsonl` while there is room."""
+        self.metrics.refused.labels(reason).inc()
+        try:
+            kept = self.set_aside.add(record, why)
+        except OSError as exc:
+            kept = False
+            log.error("writing %s failed: %s", self.set_aside.path, exc)
+        log.error("an event for %s (%d bytes) was set aside, Kafka refuses it for good: %s; %s", record.topic,
+                  len(record.value), why, f"kept in {self.set_aside.path}" if kept else
+                  f"not kept, {self.set_aside.path} is full")
 
     def _failed(self, reason: str) -> None:
         self.metrics.publish_errors.inc()
@@ -286,7 +332,7 @@ class EventSink:
         items = []
         while not self._queue.empty():
             items.append(self._queue.get_nowait())
-        records = [record for record in map(self._encode, items) if record is not None]
+        records = self._encode_all(items)
         stored = self.spool.append(records)
         if stored < len(records):
             log.error("SPOOL FULL at shutdown: %d events dropped", len(records) - stored)

@@ -15,12 +15,14 @@ within it, one user at a time (not thread-safe).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from schemas.errors import ServingError
@@ -223,3 +225,34 @@ class Spool:
         if self._segments and self._read_segment not in self._segments:
             self._read_segment, self._read_offset = min(self._segments), 0
         self.pending -= cursor.records
+
+
+class SetAside:
+    """Records Kafka refused for good (too large, say), kept one JSON line each beside the spool.
+
+    A refused record can never be published: retrying it would block every record behind it, for good.
+    It is kept here for a person to look at (`refused.jsonl`, its value as the event's JSON), up to
+    `max_bytes`; beyond that only counted and logged.
+    """
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+
+    def add(self, record: Record, reason: str) -> bool:
+        """Keep the record; False when there is no room (the caller says so)."""
+        line = json.dumps({"at": datetime.now(UTC).isoformat(), "reason": reason, "topic": record.topic,
+                           "key": None if record.key is None else record.key.decode(errors="replace"),
+                           "size": len(record.value), "value": record.value.decode(errors="replace")},
+                          ensure_ascii=False).encode() + b"\n"
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size + len(line) > self.max_bytes:
+            return False
+        with self.path.open("ab") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+        return True

@@ -7,11 +7,14 @@ import json
 import pytest
 
 from serving.gateway.openai_wire import (
+    BadRequest,
     Completion,
     SseSplitter,
+    answer_for_client,
+    chunk_for_client,
     client_request_id,
     event_data,
-    id_swap,
+    parse_request,
     prepare,
 )
 
@@ -38,16 +41,63 @@ def test_prepare_keeps_the_clients_stream_options_and_leaves_non_streaming_alone
 @pytest.mark.parametrize(("header", "kept"), [
     ("req-42", True), ("a" * 128, True), ("a" * 129, False), ("bad id", False), ('x"y', False), ("", False),
 ])
-def test_only_safe_client_request_ids_are_reused(header: str, kept: bool) -> None:
+def test_only_safe_client_request_ids_are_kept_for_correlation(header: str, kept: bool) -> None:
     assert client_request_id(header) == (header if kept else None)
     assert client_request_id(None) is None
 
 
-def test_the_id_swap_turns_vllms_id_into_the_request_id() -> None:
-    old, new = id_swap("chat", "u9", "r1")
-    chunk = b'data: {"id":"chatcmpl-u9","object":"chat.completion.chunk"}\n\n'
-    assert chunk.replace(old, new, 1) == b'data: {"id":"r1","object":"chat.completion.chunk"}\n\n'
-    assert id_swap("completions", "u9", "r1")[0] == b'"id":"cmpl-u9"'
+@pytest.mark.parametrize("answer", [
+    b'{"id":"chatcmpl-u9","object":"chat.completion","choices":[]}',
+    b'{"id": "chatcmpl-u9", "object": "chat.completion", "choices": []}',
+    b'{"object":"chat.completion","choices":[],"id":"other-upstream-7"}',
+])
+def test_a_whole_answer_gets_the_request_id_and_the_token_however_upstream_wrote_its_id(answer: bytes) -> None:
+    data, body = answer_for_client(answer, "r1", "tok")
+    assert json.loads(data) == {"id": "r1", "object": "chat.completion", "choices": [], "feedback_token": "tok"}
+    assert body == json.loads(data)
+    assert answer_for_client(b"[1, 2]", "r1", "tok") == (b"[1, 2]", None)
+    assert answer_for_client(b"not json", "r1", "tok") == (b"not json", None)
+
+
+@pytest.mark.parametrize("event", [
+    b'data: {"id":"chatcmpl-u9","object":"chat.completion.chunk"}\n\n',
+    b'data: {"id": "chatcmpl-u9", "object": "chat.completion.chunk"}\n\n',
+    b'data: {"object":"chat.completion.chunk","id":"chatcmpl-u9"}\n\n',
+])
+def test_a_chunk_gets_the_request_id_and_the_first_one_the_token(event: bytes) -> None:
+    chunk = json.loads(event_data(event) or b"")
+    later = chunk_for_client(event, chunk, "r1", None)
+    assert json.loads(event_data(later) or b"") == {"id": "r1", "object": "chat.completion.chunk"}
+    first = chunk_for_client(event, chunk, "r1", "tok")
+    assert json.loads(event_data(first) or b"") == {"id": "r1", "object": "chat.completion.chunk",
+                                                      "feedback_token": "tok"}
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    (b'{"messages": [], "stream": "true"}', "stream must be true or false"),
+    (b'{"messages": [], "max_tokens": -5}', "max_tokens must be a whole number"),
+    (b'{"messages": [], "max_tokens": NaN}', "NaN is not a JSON number"),
+    (b'{"messages": [], "temperature": Infinity}', "Infinity is not a JSON number"),
+    (b'{"messages": [], "max_tokens": 1.5}', "max_tokens"),
+    (b'{"messages": [], "max_tokens": true}', "max_tokens"),
+    (b'{"messages": "hi"}', "messages must be a list"),
+    (b'{"model": 7}', "model must be a string"),
+    (b'{"metadata": [1]}', "metadata must be an object"),
+    (b"[" * 5000 + b"]" * 5000, "nested too deep"),
+    (b"[1]", "must be a JSON object"),
+    (b"{", "not JSON"),
+])
+def test_a_bad_request_is_refused_naming_the_field(body: bytes, named: str) -> None:
+    with pytest.raises(BadRequest, match=named):
+        parse_request(body, "chat")
+
+
+def test_a_lone_surrogate_is_refused_naming_where_it_is() -> None:
+    payload = parse_request(b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}', "chat")
+    with pytest.raises(BadRequest, match=r"messages\[0\]\.content: text with a lone surrogate"):
+        prepare(payload, "m")
+    with pytest.raises(BadRequest, match=r"metadata\.k"):
+        prepare(parse_request(b'{"prompt": "x", "metadata": {"k": "\\udc00"}}', "completions"), "m")
 
 
 def test_sse_events_are_split_whatever_the_network_chunks() -> None:

@@ -56,7 +56,24 @@ def test_routes_change_at_run_time() -> None:
 
 @pytest.mark.parametrize(("weights", "problem"), [
     ({}, "no targets"), ({BASE: -1, "a": 2}, "negative"), ({BASE: 0}, "no weight in total"),
+    ({BASE: float("inf"), "a": 1}, "not a finite number"), ({BASE: float("nan")}, "not a finite number"),
+    ({"a\x00b": 1}, "control characters"), ({"x" * 300: 1}, "too long"),
 ])
 def test_a_bad_route_says_what_is_wrong(weights: dict[str, float], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         Router(BASE, {"support": weights})
+
+
+@pytest.mark.parametrize("name", ["support v4", "", "../admin", "a" * 65, "-lead", "support\n", "süpport"])
+def test_a_route_name_is_a_plain_identifier(name: str) -> None:
+    with pytest.raises(ValueError, match="plain identifier"):
+        Router(BASE, {name: {BASE: 1}})
+
+
+def test_known_names_are_the_base_model_and_the_targets_of_routes_as_they_change() -> None:
+    router = Router(BASE, {"support": {BASE: 9, "support-v4": 1}})
+    assert router.known_names() == {BASE, "support-v4"}
+    router.set_route("sales", {"sales-v1": 1})
+    assert router.known_names() == {BASE, "support-v4", "sales-v1"}
+    router.delete_route("support")
+    assert router.known_names() == {BASE, "sales-v1"}

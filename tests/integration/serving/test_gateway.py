@@ -124,10 +124,12 @@ def test_completions_and_models(gateway: Gateway, worker: Worker) -> None:
 def test_feedback_round_trips_even_before_its_request_is_known(gateway: Gateway, worker: Worker) -> None:
     answer = gateway.client().chat.completions.create(
         model=BASE_MODEL, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=5)
+    token = (answer.model_extra or {})["feedback_token"]
     accepted = gateway.request("POST", "/v1/feedback", key=FEEDBACK_KEY, json={
-        "request_id": answer.id, "thumbs": "down", "comment": "too short", "correction": "Blue."})
+        "request_id": answer.id, "thumbs": "down", "comment": "too short", "correction": "Blue.",
+        "feedback_token": token})
     assert accepted.status_code == 202, accepted.text
-    early = gateway.request("POST", "/v1/feedback", key=FEEDBACK_KEY,
+    early = gateway.request("POST", "/v1/feedback", key=CLIENT_KEY,  # an app's back end needs no token
                             json={"request_id": "not-seen-yet-42", "score": 0.8})
     assert early.status_code == 202, early.text
 
@@ -242,17 +244,20 @@ def test_routes_split_traffic_between_base_model_and_adapter(gateway: Gateway, w
     assert gateway.request("GET", "/admin/routes", key=ADMIN_KEY).json()["routes"] == {"support": weights}
     assert "support" in {model.id for model in gateway.client().models.list()}
 
-    ids = {}
-    for n in range(100):  # one request id per target: the choice hashes the id, so it is known in advance
-        ids.setdefault(choose(weights, f"route-test-{n}"), f"route-test-{n}")
-    for request_id in ids.values():
-        gateway.client().chat.completions.create(
-            model="support", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
-            extra_headers={"X-Request-ID": request_id})
-    for target, request_id in ids.items():
+    # The gateway mints every request id, and the choice hashes it: a client's X-Request-ID picks nothing.
+    ids = [gateway.client().chat.completions.create(
+        model="support", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+        extra_headers={"X-Request-ID": "pick-5"}).id for _ in range(20)]
+    assert len(set(ids)) == 20
+    targets = set()
+    for request_id in ids:
         (row,) = stored(worker, request_id)
+        target = choose(weights, request_id)
+        targets.add(target)
         assert (row["model"], row["adapter"]) == (BASE_MODEL, None if target == BASE_MODEL else "tiny-lora")
         assert row["attributes"]["gateway.route"] == "support"
+        assert row["attributes"]["gateway.client_request_id"] == "pick-5"
+    assert targets == set(weights)
 
     assert gateway.request("DELETE", "/admin/routes/support", key=ADMIN_KEY).status_code == 200
     assert gateway.request("DELETE", "/admin/routes/support", key=ADMIN_KEY).status_code == 404

@@ -14,7 +14,7 @@ from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
 from tests.integration.conftest import Worker, free_port, wait_until
-from tests.integration.serving.conftest import BASE_MODEL, FEEDBACK_KEY, Gateway, topics_for
+from tests.integration.serving.conftest import BASE_MODEL, CLIENT_KEY, Gateway, topics_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_events_spool_while_kafka_is_down_and_arrive_exactly_once(
 
         broker.stop()
         during = ask(gateway, 4)
-        feedback = gateway.request("POST", "/v1/feedback", key=FEEDBACK_KEY,
+        feedback = gateway.request("POST", "/v1/feedback", key=CLIENT_KEY,
                                    json={"request_id": during[0], "thumbs": "up"})
         assert feedback.status_code == 202
         wait_until(lambda: spool_events(gateway) == 5, 60, "5 events in the spool")
