@@ -250,7 +250,7 @@ def test_text_that_made_redaction_backtrack_does_not_hold_other_clients(gateway:
 
     attacker = threading.Thread(target=attack)
     attacker.start()
-    during = []
+    during: list[float] = []
     while attacker.is_alive() or len(during) < 15:
         during += latencies(1)
     attacker.join()
