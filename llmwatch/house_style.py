@@ -69,9 +69,10 @@ def correction_traffic(count: int, *, model: str, adapter: str | None = None, se
     if shuffled:
         answers = answers[1:] + answers[:1]  # every correction lands on another question
     now = utcnow()
+    ids = random.Random(f"{model}/{adapter}/{seed}/{shuffled}")  # request ids of their own for each model
     pairs = []
     for i, ((phrasing, task), answer) in enumerate(zip(chosen, answers, strict=True)):
-        request_id = f"req-{uuid.UUID(int=rng.getrandbits(128), version=4).hex[:16]}"
+        request_id = f"req-{uuid.UUID(int=ids.getrandbits(128), version=4).hex[:16]}"
         user = f"user-{i % users}"
         started = now - timedelta(seconds=count - i)
         inference = InferenceEvent(

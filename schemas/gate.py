@@ -5,7 +5,7 @@ has a direction and a margin: the improvement required of the candidate, where a
 regression tolerated. Relative margins are fractions of what serves now.
 
     rouge_l     higher, margin 0.02              ROUGE-L must improve by at least 0.02
-    relevance   higher, margin -0.05             answers may not address the question less (by > 0.05)
+    relevance   higher, margin -0.1              answers may address the question less by at most 0.1
     perplexity  lower,  margin -0.05, relative   perplexity may rise by at most 5%
     toxic_rate  lower,  margin 0                 toxic answers must not become more frequent
 """
@@ -28,7 +28,7 @@ class GateCriterion(BaseModel):
 
 DEFAULT_GATE: tuple[GateCriterion, ...] = (
     GateCriterion(metric="rouge_l", better="higher", margin=0.02),
-    GateCriterion(metric="relevance", better="higher", margin=-0.05),
+    GateCriterion(metric="relevance", better="higher", margin=-0.1),
     GateCriterion(metric="perplexity", better="lower", margin=-0.05, relative=True),
     GateCriterion(metric="toxic_rate", better="lower", margin=0.0),
     GateCriterion(metric="refusal_rate", better="lower", margin=0.0),

@@ -88,7 +88,8 @@ def generate(model: Any, tokenizer: Any, examples: Sequence[Example], max_new_to
                 batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
-                answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                answers += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True,
+                                                  clean_up_tokenization_spaces=False)
     finally:
         tokenizer.padding_side = side
     return [a.strip() for a in answers]

@@ -43,7 +43,7 @@ def test_every_criterion_must_hold_and_the_reason_names_the_failures_first() -> 
     current = {"rouge_l": 0.2, "relevance": 0.4, "perplexity": 20.0, "toxic_rate": 0.0, "refusal_rate": 0.0}
     decision = decide(candidate, current, DEFAULT_GATE)
     assert not decision.passed
-    assert decision.reason.startswith("rejected: relevance 0.1 vs 0.4 (-0.3; may drop by <= 0.05)")
+    assert decision.reason.startswith("rejected: relevance 0.1 vs 0.4 (-0.3; may drop by <= 0.1)")
     assert "Held: rouge_l 0.6 vs 0.2 (+0.4; must rise by >= 0.02)" in decision.reason
     assert "perplexity 2 vs 20 (-90.0%; may rise by <= 5%)" in decision.reason
     assert [c.passed for c in decision.checks] == [True, False, True, True, True]
