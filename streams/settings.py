@@ -113,9 +113,9 @@ class Serving(BaseModel):
 class Training(BaseModel):
     """Retraining: a LoRA adapter from what users corrected, when a firing alert asks for it (or by hand).
 
-    Defaults fit a 2-core machine and SmolLM2 (a run in about two minutes); on a GPU raise the steps and
-    examples. `gate` is a JSON list in the environment, e.g. LLMWATCH_TRAINING__GATE=
-    '[{"metric": "rouge_l", "better": "higher", "margin": 0.05}]'.
+    Defaults fit SmolLM2 on a 2-core machine (a run in about two minutes); on a GPU raise the steps, the
+    batch and the evaluation examples, and lower the learning rate for larger models. `gate` is a JSON list
+    in the environment: LLMWATCH_TRAINING__GATE='[{"metric": "rouge_l", "better": "higher", "margin": 0.05}]'.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -136,14 +136,14 @@ class Training(BaseModel):
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default=["q_proj", "v_proj"], min_length=1,
                                       description="modules LoRA adapts (vLLM serves q/k/v/o/gate/up/down_proj)")
-    learning_rate: float = Field(default=2e-3, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    max_steps: int = Field(default=40, ge=1)
-    max_seconds: float = Field(default=150, gt=0, description="training stops after this long, whatever the step")
+    learning_rate: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    max_steps: int = Field(default=24, ge=1)
+    max_seconds: float = Field(default=120, gt=0, description="training stops after this long, whatever the step")
     max_length: int = Field(default=256, ge=16, description="tokens per example (prompt + answer), cut beyond")
     seed: int = 0
     log_every: int = Field(default=5, ge=1, description="a training event with the loss every N steps")
-    eval_examples: int = Field(default=24, ge=1, description="held-out examples the gate generates answers for")
+    eval_examples: int = Field(default=16, ge=1, description="held-out examples the gate generates answers for")
     max_new_tokens: int = Field(default=48, ge=1, description="length of generated answers in the evaluation")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: a GPU when there is one")
     gate: tuple[GateCriterion, ...] = Field(default=DEFAULT_GATE, min_length=1)

@@ -28,10 +28,10 @@ class LoraParams:
     alpha: float = 16
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    learning_rate: float = 2e-3
-    batch_size: int = 8
-    max_steps: int = 40
-    max_seconds: float = 150
+    learning_rate: float = 3e-3
+    batch_size: int = 4
+    max_steps: int = 24
+    max_seconds: float = 120
     max_length: int = 256
     seed: int = 0
     device: str = "auto"
