@@ -10,12 +10,14 @@ left unfinished are closed as failed when the next one starts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,7 +26,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from pydantic import ValidationError
 
-from schemas.errors import LlmwatchError
+from schemas.errors import LlmwatchError, StoreUnavailableError
 from schemas.events import AlertEvent, Event, TrainingRunEvent, utcnow
 from streams.kafka.topics import ensure_topics
 from streams.processes import die_with_parent, stop_process
@@ -60,11 +62,25 @@ class Trainer:
         self.publisher.publish(event)
         self.publisher.flush()
 
-    def recover(self) -> None:
-        """Close the runs a previous trainer left open, and remove its scratch folders."""
+    def recover(self, wait_seconds: float = 600) -> None:
+        """Close the runs a previous trainer left open, and remove its scratch folders.
+
+        Waits for the store first: under `llmwatch up` the trainer starts before the worker that owns it."""
         for name in remove_partial(self.settings.adapters_dir):
             log.info("removed %s: an adapter a stopped run did not finish", name)
-        for run in unfinished_runs(self.settings):
+        deadline = time.monotonic() + wait_seconds
+        for attempt in itertools.count():
+            try:
+                unfinished = unfinished_runs(self.settings)
+                break
+            except StoreUnavailableError as exc:
+                if self.stopping.wait(1.0):
+                    return
+                if time.monotonic() > deadline:
+                    raise
+                if attempt == 0:
+                    log.info("waiting for the store: %s", exc)
+        for run in unfinished:
             reason = (f"the trainer stopped (restart or crash) while the run was {run['status']}; "
                       "nothing of it was offered")
             alert = run.get("trigger_alert_id")
@@ -162,16 +178,12 @@ def run_trainer(settings: Settings) -> None:
     ensure_topics(settings.bootstrap_servers, settings.topics)
     with Publisher.from_settings(settings, client_id="llmwatch-trainer") as publisher:
         trainer = Trainer(settings, publisher)
-        trainer.recover()
-        consumer = consumer_for(settings)
-        stop = threading.Event()
-
-        def on_signal(*_: object) -> None:
-            trainer.stopping.set()
-            stop.set()
-
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
+            signal.signal(sig, lambda *_: trainer.stopping.set())
+        trainer.recover()
+        if trainer.stopping.is_set():
+            return
+        consumer = consumer_for(settings)
         log.info("llmwatch trainer ready: alerts from %s, adapters into %s", settings.topics.alerts,
                  settings.adapters_dir)
         try:

@@ -28,7 +28,7 @@ from llmwatch.house_style import SIGN_OFF, correction_traffic
 from schemas.events import AlertEvent
 from serving.vllm.model_files import ensure_model
 from streams.settings import Metrics, Serving, Training
-from tests.integration.conftest import Child, Worker, to_env, wait_until
+from tests.integration.conftest import Child, Worker, free_port, to_env, wait_until
 from tests.integration.serving.conftest import model_cache
 from trainers.lineage import read_manifest
 
@@ -224,3 +224,35 @@ def test_train_by_hand_runs_the_same_steps(loop: Loop) -> None:
     sql = "SELECT status FROM training_runs WHERE base_model = 'tiny' AND trigger_alert_id IS NULL ORDER BY timestamp"
     runs = wait_until(lambda: len(found := rows(loop.worker, sql)) >= 3 and found, 60, "the run's events stored")
     assert [r["status"] for r in runs] == ["queued", "building_dataset", "skipped"]
+
+
+def children(pid: int) -> dict[int, str]:
+    """{pid: command line} of a process's children, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_up_starts_the_trainer_when_enabled_and_stops_it_with_the_stack(tmp_path: Path) -> None:
+    env = os.environ | {"LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(free_port()),
+                        "LLMWATCH_WEB_PORT": str(free_port()), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "",
+                        "LLMWATCH_TRAINING__ENABLED": "true", "LLMWATCH_METRICS__EMBED_PER_SECOND": "0"}
+    with (tmp_path / "up.log").open("wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "llmwatch", "up"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    trainer_log = tmp_path / "logs" / "trainer.log"
+    try:
+        wait_until(lambda: trainer_log.exists() and "llmwatch trainer ready" in trainer_log.read_text(), 300,
+                   "the trainer under llmwatch up")
+        (trainer,) = [pid for pid, line in children(up.pid).items() if line.endswith("llmwatch trainer ")]
+        up.send_signal(signal.SIGINT)
+        assert up.wait(180) == 0, (tmp_path / "up.log").read_text()[-3000:]
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert not Path(f"/proc/{trainer}").exists(), "the trainer outlived llmwatch up"
