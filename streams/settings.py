@@ -132,7 +132,7 @@ class Training(BaseModel):
     max_contributor_share: float = Field(
         default=0.25, gt=0, le=1, description="most of a dataset one user (or session) may contribute")
     rank: int = Field(default=8, ge=1, description="LoRA rank; at most LLMWATCH_SERVING__MAX_LORA_RANK")
-    alpha: float = Field(default=16, gt=0)
+    alpha: int = Field(default=16, gt=0)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default=["q_proj", "v_proj"], min_length=1,
                                       description="modules LoRA adapts (vLLM serves q/k/v/o/gate/up/down_proj)")

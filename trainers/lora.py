@@ -25,7 +25,7 @@ OnLog = Callable[[int, float], None]
 @dataclass(frozen=True)
 class LoraParams:
     rank: int = 8
-    alpha: float = 16
+    alpha: int = 16
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     learning_rate: float = 3e-3
@@ -38,8 +38,11 @@ class LoraParams:
 
     @classmethod
     def from_settings(cls, training: Any) -> LoraParams:
-        return cls(**{name: (tuple(value) if isinstance(value, list) else value)
-                      for name in cls.__dataclass_fields__ if (value := getattr(training, name, None)) is not None})
+        """From `streams.settings.Training` (duck-typed: trainers/ takes settings from its callers)."""
+        return cls(rank=training.rank, alpha=training.alpha, dropout=training.dropout,
+                   target_modules=tuple(training.target_modules), learning_rate=training.learning_rate,
+                   batch_size=training.batch_size, max_steps=training.max_steps, max_seconds=training.max_seconds,
+                   max_length=training.max_length, seed=training.seed, device=training.device)
 
     def as_strings(self) -> dict[str, str]:
         return {name: ",".join(v) if isinstance(v := getattr(self, name), tuple) else str(v)
@@ -74,7 +77,7 @@ def load_base(path: str | Path, device: str) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device)  # type: ignore[arg-type]
     return model, tokenizer
 
 

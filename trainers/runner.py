@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -257,23 +258,24 @@ class TrainingRunner:
                   adapter_name=name, dataset_size=dataset.size, reason=detail)
         progress.stage("evaluating", detail)
         save_adapter(peft_model, staging)
-        judge = dict(score_toxicity=lambda texts: list(self.scorer.score(texts)),
-                     toxicity_threshold=self.settings.metrics.toxicity_threshold,
-                     max_new_tokens=training.max_new_tokens, max_length=training.max_length,
-                     generate_for=training.eval_examples)
-        candidate, candidate_answers = evaluate(peft_model, tokenizer, dataset.heldout, **judge)
+        judge = partial(evaluate, tokenizer=tokenizer, examples=dataset.heldout,
+                        score_toxicity=lambda texts: list(self.scorer.score(texts)),
+                        toxicity_threshold=self.settings.metrics.toxicity_threshold,
+                        max_new_tokens=training.max_new_tokens, max_length=training.max_length,
+                        generate_for=training.eval_examples)
+        candidate, candidate_answers = judge(peft_model)
         if should_stop():
             raise Stopped("the trainer was stopped during the evaluation; nothing is offered")
         current_dir = self.settings.adapters_dir / request.adapter if request.adapter else None
         if current_dir is not None and (current_dir / "adapter_config.json").exists():
             peft_model.load_adapter(str(current_dir), adapter_name="current")
             peft_model.set_adapter("current")
-            current, current_answers = evaluate(peft_model, tokenizer, dataset.heldout, **judge)
+            current, current_answers = judge(peft_model)
             peft_model.set_adapter("default")
             current_name = request.adapter
         else:
             with peft_model.disable_adapter():
-                current, current_answers = evaluate(peft_model, tokenizer, dataset.heldout, **judge)
+                current, current_answers = judge(peft_model)
             current_name = request.model if not request.adapter else f"{request.model} (base; adapter " \
                 f"{request.adapter} not found in {self.settings.adapters_dir})"
         timings["evaluation"] = time.monotonic() - started - timings["dataset"] - timings["training"]

@@ -25,7 +25,7 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
 from llmwatch.house_style import SIGN_OFF, correction_traffic
-from schemas.events import AlertEvent
+from schemas.events import AlertEvent, TrainingRunEvent
 from serving.vllm.model_files import ensure_model
 from streams.settings import Metrics, Serving, Training
 from tests.integration.conftest import Child, Worker, free_port, to_env, wait_until
@@ -186,18 +186,29 @@ def test_a_replayed_alert_during_its_run_starts_no_second_run(loop: Loop) -> Non
     assert loop.worker.count("SELECT uniqExact(run_id) FROM training_runs WHERE base_model = 'house'") == 1
 
 
-def test_a_restarted_trainer_trains_no_alert_twice(loop: Loop) -> None:
+def test_a_restarted_trainer_trains_no_alert_twice_and_closes_what_a_crash_left(loop: Loop) -> None:
     loop.candidate("shuffled")
-    before = loop.worker.count("SELECT count() FROM training_runs")
     assert loop.trainer.stop() == 0
+    # What a trainer killed mid-run leaves: a run whose last step is `training`, and a half-written adapter.
+    orphan = TrainingRunEvent(run_id="crashed-run", status="training", base_model="house", step=3, max_steps=10)
+    with loop.worker.publisher() as publisher:
+        publisher.publish(orphan)
+    scratch = loop.worker.settings.adapters_dir / ".partial-crashed"
+    (scratch / "house-20261202-000000").mkdir(parents=True)
+    wait_until(lambda: rows(loop.worker, "SELECT 1 FROM training_runs WHERE run_id = 'crashed-run'"), 60, "the orphan")
+    before = loop.worker.count("SELECT count() FROM training_runs")
+
     group = f"trainer-{uuid.uuid4().hex[:8]}"  # a fresh group reads llm.alerts from the start
     fresh = loop.worker.settings.model_copy(
         update={"training": loop.worker.settings.training.model_copy(update={"group_id": group})})
     loop.trainer = TrainerProcess(fresh, loop.worker.settings.data_dir / "trainer-2.log").start()
+    closed = wait_until(lambda: rows(loop.worker, "SELECT status, reason FROM training_runs "
+                                     "WHERE run_id = 'crashed-run' AND status = 'failed'"), 60, "the orphan closed")
+    assert "while the run was training" in closed[0]["reason"]
+    assert not scratch.exists()
     wait_until(lambda: loop.consumed(group), 120, "the new trainer to read every alert")
     assert loop.trainer.log_path.read_text().count("answered by an earlier run") == len(loop.alerts)
-    assert loop.worker.count("SELECT count() FROM training_runs") == before
-
+    assert loop.worker.count("SELECT count() FROM training_runs") == before + 1  # the orphan's end, nothing else
 
 def llmwatch(loop: Loop, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | to_env(loop.worker.settings) | {"COLUMNS": "250"}
