@@ -39,8 +39,8 @@ RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels /tmp/pyproject.toml
 # Non-root; the data dir holds the Faust data dir and worker.json (nothing durable: Kafka and
 # ClickHouse are the durable record in production).
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin llmwatch \
-    && mkdir -p /var/lib/llmwatch \
-    && chown llmwatch:llmwatch /var/lib/llmwatch
+    && mkdir -p /var/lib/llmwatch/adapters /home/llmwatch/.cache/huggingface \
+    && chown -R llmwatch:llmwatch /var/lib/llmwatch /home/llmwatch/.cache
 USER llmwatch
 WORKDIR /var/lib/llmwatch
 ENV LLMWATCH_DATA_DIR=/var/lib/llmwatch \

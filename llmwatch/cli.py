@@ -17,6 +17,7 @@ from rich.table import Table
 from llmwatch.alerts_cli import alerts_app, rules_app
 from llmwatch.drift_cli import app as drift_app
 from llmwatch.probe_cli import app as probe_app
+from llmwatch.train_cli import models_app, train, trainer
 from schemas.errors import LlmwatchError
 from streams.settings import Settings, load_settings
 
@@ -34,6 +35,7 @@ app.add_typer(drift_app, name="drift")
 app.add_typer(probe_app, name="probe")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -46,7 +48,8 @@ def _logging(settings: Settings) -> None:
 def up() -> None:
     """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
     the store, and the ingest worker; with LLMWATCH_SERVING__ENABLED=true also vLLM (unless
-    LLMWATCH_SERVING__VLLM_URL is set) and the gateway. Stop with Ctrl-C."""
+    LLMWATCH_SERVING__VLLM_URL is set) and the gateway; with LLMWATCH_TRAINING__ENABLED=true also the trainer.
+    Stop with Ctrl-C."""
     from processors.agents import run_worker
     from streams.kafka.broker import EmbeddedBroker
 
@@ -59,14 +62,22 @@ def up() -> None:
         broker.start()
         console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
     serving = None
+    training = None
     try:
         if settings.serving.enabled:
             from serving.stack import ServingStack
 
             serving = ServingStack(settings, console.print)
             serving.start()
+        if settings.training.enabled:
+            from trainers.process import TrainerChild
+
+            training = TrainerChild(settings, console.print)
+            training.start()
         run_worker(settings)
     finally:
+        if training is not None:
+            training.stop()  # a run in progress ends as failed while the broker can still take that event
         if serving is not None:
             serving.stop()  # first: the gateway flushes its events while the broker still runs
         if broker is not None:
@@ -211,6 +222,10 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="Where to writ
 
     for path in export_json_schemas(directory):
         console.print(str(path))
+
+
+app.command()(trainer)
+app.command()(train)
 
 
 def main() -> None:

@@ -34,8 +34,10 @@ from schemas.events import (
     FeedbackEvent,
     InferenceEvent,
     MetricPoint,
+    ModelCandidateEvent,
     ScoredInferenceEvent,
     SilenceEvent,
+    TrainingRunEvent,
 )
 from schemas.topics import destination
 from streams.kafka.app import create_app
@@ -80,6 +82,8 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
         (settings.topics.metrics, MetricPoint),
         (settings.topics.alerts, AlertEvent),
         (settings.topics.silences, SilenceEvent),
+        (settings.topics.training, TrainingRunEvent),
+        (settings.topics.models, ModelCandidateEvent),
     ]
     for topic_name, model in inputs:
 

@@ -200,13 +200,24 @@ class SilenceEvent(Event):
     comment: str = ""
 
 
+TrainingStatus = Literal[
+    "queued", "building_dataset", "training", "evaluating", "succeeded", "failed", "skipped", "running",
+]
+"""`running` is the old catch-all step, still accepted from older producers."""
+TERMINAL_TRAINING_STATUSES = frozenset({"succeeded", "failed", "skipped"})
+
+
 class TrainingRunEvent(Event):
-    """A step in the life of one LoRA fine-tuning run."""
+    """A step in the life of one LoRA fine-tuning run: one event per step, and one every few training steps.
+
+    A run is its events with one `run_id`; the latest says where it stands. `trigger_alert_id` is how the
+    trainer knows that an alert has been answered already, also after a restart.
+    """
 
     table: ClassVar[str] = "training_runs"
 
     run_id: Name
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: TrainingStatus
     base_model: Name
     trigger_alert_id: UUID | None = None
     dataset_size: int | None = Field(default=None, ge=0)
@@ -214,10 +225,16 @@ class TrainingRunEvent(Event):
     metrics: dict[str, float] = Field(default_factory=dict)
     artifact_uri: str | None = None
     error: str | None = None
+    adapter: str = Field(default="", description="the adapter the alert named (what serves now), if any")
+    adapter_name: str = Field(default="", description="the name the candidate adapter gets")
+    step: int | None = Field(default=None, ge=0, le=2**32 - 1, description="training step, while training")
+    max_steps: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    loss: float | None = Field(default=None, description="mean training loss over the last steps")
+    reason: str = Field(default="", description="why it was skipped or failed, or the gate's verdict")
 
 
 class ModelCandidateEvent(Event):
-    """A trained adapter with its evaluation, offered for deployment."""
+    """A trained adapter with its evaluation against what serves now, offered for deployment if it passed."""
 
     table: ClassVar[str] = "model_candidates"
 
@@ -228,6 +245,11 @@ class ModelCandidateEvent(Event):
     eval_metrics: dict[str, float] = Field(default_factory=dict)
     passed_gate: bool
     gate_reason: str = ""
+    baseline: str = Field(default="", description="what it was compared with: the base model or an adapter")
+    baseline_metrics: dict[str, float] = Field(default_factory=dict, description="the same numbers for `baseline`")
+    trigger_alert_id: UUID | None = None
+    dataset_size: int | None = Field(default=None, ge=0)
+    manifest_uri: str = Field(default="", description="the adapter's manifest.json: its whole lineage")
 
 
 class DeploymentEvent(Event):

@@ -5,10 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigurationError
+from schemas.gate import DEFAULT_GATE, GateCriterion
 from schemas.topics import Topics
 
 
@@ -109,6 +119,46 @@ class Serving(BaseModel):
         return self.vllm_url.rstrip("/") or f"http://127.0.0.1:{self.vllm_port}"
 
 
+class Training(BaseModel):
+    """Retraining: a LoRA adapter from what users corrected, when a firing alert asks for it (or by hand).
+
+    Defaults fit SmolLM2 on a 2-core machine (a run in about two minutes); on a GPU raise the steps, the
+    batch and the evaluation examples, and lower the learning rate for larger models. `gate` is a JSON list
+    in the environment: LLMWATCH_TRAINING__GATE='[{"metric": "rouge_l", "better": "higher", "margin": 0.05}]'.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = Field(default=False, description="`llmwatch up` also starts the trainer")
+    group_id: str = Field(default="llmwatch-trainer", description="the trainer's consumer group on llm.alerts")
+    models: list[str] = Field(default=[], description="models whose alerts this trainer answers; empty: all")
+    since_hours: float = Field(default=168, gt=0, description="train on traffic of this many hours back")
+    max_alert_age_hours: float = Field(default=24, gt=0, description="older retrain alerts are not acted on")
+    min_examples: int = Field(default=20, ge=2, description="fewer usable examples: the run is skipped")
+    max_examples: int = Field(default=2000, ge=2, description="the newest rows read, at most")
+    heldout_fraction: float = Field(default=0.2, gt=0, lt=1, description="share held out for the gate, by request id")
+    min_score: float = Field(default=0.8, ge=0, le=1, description="a response scored this high is a good example")
+    max_contributor_share: float = Field(
+        default=0.25, gt=0, le=1, description="most of a dataset one user (or session) may contribute")
+    rank: int = Field(default=8, ge=1, description="LoRA rank; at most LLMWATCH_SERVING__MAX_LORA_RANK")
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default=["q_proj", "v_proj"], min_length=1,
+                                      description="modules LoRA adapts (vLLM serves q/k/v/o/gate/up/down_proj)")
+    learning_rate: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=4, ge=1)
+    max_steps: int = Field(default=24, ge=1)
+    max_seconds: float = Field(default=120, gt=0, description="training stops after this long, whatever the step")
+    max_length: int = Field(default=256, ge=16, description="tokens per example (prompt + answer), cut beyond")
+    seed: int = 0
+    log_every: int = Field(default=5, ge=1, description="a training event with the loss every N steps")
+    eval_examples: int = Field(default=16, ge=1, description="held-out examples the gate generates answers for")
+    max_new_tokens: int = Field(default=48, ge=1, description="length of generated answers in the evaluation")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: a GPU when there is one")
+    gate: tuple[GateCriterion, ...] = Field(default=DEFAULT_GATE, min_length=1)
+    keep_adapters: int = Field(default=5, ge=1, description="per model; older ones are deleted, never one serving")
+
+
 class Settings(BaseSettings):
     """Defaults run the embedded stack on a fresh machine; production sets the broker and the DSN."""
 
@@ -145,6 +195,7 @@ class Settings(BaseSettings):
     serving: Serving = Serving()
     metrics: Metrics = Metrics()
     alerts: Alerts = Alerts()
+    training: Training = Training()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")
@@ -159,6 +210,14 @@ class Settings(BaseSettings):
         if dsn and not dsn.startswith(("chdb://", "http://", "https://", "clickhouse://")):
             raise ValueError(f"{dsn!r} is not a DSN llmwatch knows: use chdb:///abs/dir or http(s)://host:8123")
         return dsn
+
+    @model_validator(mode="after")
+    def _rank_vllm_can_serve(self) -> Settings:
+        if self.training.rank > self.serving.max_lora_rank:
+            raise ValueError(f"training.rank {self.training.rank} is above serving.max_lora_rank "
+                             f"{self.serving.max_lora_rank}: vLLM could not load the adapter; lower "
+                             "LLMWATCH_TRAINING__RANK or raise LLMWATCH_SERVING__MAX_LORA_RANK")
+        return self
 
     @property
     def embedded_broker(self) -> bool:
@@ -177,6 +236,11 @@ class Settings(BaseSettings):
         return self.store_dsn.startswith("chdb://")
 
     @property
+    def adapters_dir(self) -> Path:
+        """Where trained adapters are written, one folder each; vLLM loads them from here."""
+        return self.data_dir / "adapters"
+
+    @property
     def worker_file(self) -> Path:
         """Where the process that owns an embedded store says how to reach it."""
         return self.data_dir / "worker.json"
@@ -188,6 +252,7 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"LLMWATCH_{'__'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors(include_url=False)
+            (f"LLMWATCH_{'__'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"]
+            for e in exc.errors(include_url=False)
         )
         raise ConfigurationError(f"invalid settings: {problems}") from exc

@@ -20,7 +20,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from schemas.errors import StoreError
+from schemas.errors import StoreError, StoreUnavailableError
 from streams.settings import Settings
 from streams.store.client import READ_SETTINGS, connect
 
@@ -71,8 +71,13 @@ def running_worker(settings: Settings) -> dict[str, Any] | None:
     return info
 
 
-def query(settings: Settings, sql: str, *, timeout: float = 60.0) -> QueryResult:
+def query(settings: Settings, sql: str, *, timeout: float = 60.0, direct: bool = True) -> QueryResult:
+    """`direct=False`: never open an embedded store here (a long-lived process such as the trainer would hold it
+    and keep the worker from starting); without a running worker that is a StoreUnavailableError."""
     worker = running_worker(settings) if settings.embedded_store else None
+    if worker is None and settings.embedded_store and not direct:
+        raise StoreUnavailableError(f"no worker owns the embedded store in {settings.data_dir}: start `llmwatch up` "
+                                    "(or `llmwatch worker`) first")
     if worker is None:
         client = connect(settings.store_dsn)
         try:
