@@ -22,6 +22,7 @@ from processors.alerting.engine import DEFAULT_RULES, AlertEngine, RulesSource
 from processors.alerting.webhooks import WebhookSender
 from processors.embedding import Embedder
 from processors.ingest import Ingest
+from processors.pricing import PriceBook
 from processors.scoring import Scorers, scored_rows
 from processors.text_signals import GroupLexicon
 from processors.toxicity import load_toxicity_scorer
@@ -147,8 +148,13 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
     )
     metrics = settings.metrics
     lexicon = GroupLexicon.load(metrics.group_lexicon)
+    cost = settings.cost
+    prices = PriceBook.from_settings(
+        {name: price.model_dump() for name, price in cost.models.items()},
+        {name: price.model_dump() for name, price in cost.adapters.items()},
+        {name: spec.model_dump() for name, spec in cost.self_hosted.items()}, cost.use_price_table)
     scorers = Scorers(load_toxicity_scorer(metrics), metrics.toxicity_threshold, lexicon,
-                      SentimentIntensityAnalyzer())
+                      SentimentIntensityAnalyzer(), prices)
     embedder = None
     if metrics.embed_per_second > 0:
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
@@ -168,6 +174,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         feedback_horizon_seconds=metrics.feedback_horizon_seconds,
         drift_reference_size=metrics.drift_reference_size, drift_min_window_samples=metrics.drift_min_window_samples,
         bias_min_samples=metrics.bias_min_samples, bias_attributes=("cohort", "language", *lexicon.categories()),
+        top_users=settings.cost.top_users,
     )
     register_metrics(app, WindowJob(StoreWindowReader(store), publish, plan), embedder)
     if settings.alerts.enabled:

@@ -7,11 +7,12 @@ object per event cost more than all the scoring together.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from processors.pricing import PriceBook, cost
 from processors.text_signals import GroupLexicon, is_refusal
 from processors.toxicity import ToxicityScorer
 from schemas.events import InferenceEvent, ScoredInferenceEvent
@@ -24,9 +25,11 @@ class Scorers:
     toxicity_threshold: float
     lexicon: GroupLexicon
     sentiment: SentimentIntensityAnalyzer
+    prices: PriceBook = field(default_factory=PriceBook)
 
 
-SCORE_COLUMNS = ["prompt_toxicity", "response_toxicity", "toxic", "refusal", "sentiment", "groups", "prompt_length"]
+SCORE_COLUMNS = ["prompt_toxicity", "response_toxicity", "toxic", "refusal", "sentiment", "groups", "prompt_length",
+                 "cost_input", "cost_output", "cost_total", "price_version"]
 assert columns(ScoredInferenceEvent) == columns(InferenceEvent) + SCORE_COLUMNS
 
 
@@ -48,5 +51,14 @@ def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list
             scorers.sentiment.polarity_scores(event.response_text)["compound"] if event.response_text else None,
             scorers.lexicon.groups(prompts[i]),
             len(prompts[i]),
+            *_cost_columns(event, scorers.prices),
         ]
     return rows
+
+
+def _cost_columns(event: InferenceEvent, prices: PriceBook) -> list[Any]:
+    price = prices.price(event.model, event.adapter)
+    if price is None or event.prompt_tokens is None and event.completion_tokens is None:
+        return [None, None, None, ""]
+    spent = cost(price, event.prompt_tokens or 0, event.completion_tokens or 0, event.cached_prompt_tokens or 0)
+    return [spent.input, spent.output, spent.total, spent.version]

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from processors.families.bias import bias_metrics
+from processors.families.cost import cost_metrics
 from processors.families.drift import EMBEDDING_FIELDS, TEXT_FEATURES, DriftReference, drift_metrics
 from processors.families.feedback import feedback_metrics
 from processors.families.latency import latency_metrics
@@ -62,6 +63,8 @@ class WindowPlan:
     drift_min_window_samples: int = 30
     bias_min_samples: int = 30
     bias_attributes: Sequence[str] = ("cohort", "language")
+    top_users: int = 5
+    """Biggest spenders per series and window with a `cost.user_total` point."""
     complete_timeout_seconds: float = 300
     """A pass whose points are not all stored by then gets no `window.complete` (an ERROR says so)."""
 
@@ -147,6 +150,7 @@ class WindowJob:
         if not feedback_only:
             values += latency_metrics(inference, window.seconds)
             values += toxicity_metrics(inference)
+            values += cost_metrics(inference, self.settings.top_users)
         if drift_inputs is not None:
             embeddings, reference = drift_inputs
             values += drift_metrics({f: embeddings[f] for f in EMBEDDING_FIELDS if f in embeddings},

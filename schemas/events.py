@@ -78,6 +78,8 @@ class InferenceEvent(Event):
     response_text: str | None = None
     prompt_tokens: TokenCount | None = None
     completion_tokens: TokenCount | None = None
+    cached_prompt_tokens: TokenCount | None = Field(
+        default=None, description="prompt tokens served from a cache (part of prompt_tokens, billed cheaper)")
     latency_ms: float = Field(ge=0, description="request arrival to last byte")
     ttft_ms: float | None = Field(default=None, ge=0, description="time to first token")
     status: Literal["ok", "error", "cancelled"] = "ok"
@@ -299,6 +301,11 @@ class ScoredInferenceEvent(InferenceEvent):
     sentiment: float | None = Field(default=None, ge=-1, le=1, description="VADER compound of the response")
     groups: list[str] = Field(default_factory=list, description="demographic groups named in the prompt")
     prompt_length: int = Field(default=0, ge=0, description="characters of `prompt_text`")
+    cost_input: float | None = Field(default=None, ge=0, description="US dollars for the prompt tokens")
+    cost_output: float | None = Field(default=None, ge=0, description="US dollars for the completion tokens")
+    cost_total: float | None = Field(default=None, ge=0, description="empty: no price known for the model")
+    price_version: str = Field(default="", description="which price: settings:<digest>, self-hosted:<digest>, "
+                               "genai-prices-<version>")
 
 
 class TextEmbedding(Event):

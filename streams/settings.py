@@ -159,6 +159,41 @@ class Training(BaseModel):
     keep_adapters: int = Field(default=5, ge=1, description="per model; older ones are deleted, never one serving")
 
 
+class TokenPrice(BaseModel):
+    """US dollars per million tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0, description="cached prompt tokens; empty: input")
+
+
+class SelfHostedCost(BaseModel):
+    """A model you serve yourself: price per token = hourly_cost / (3600 x tokens_per_second x utilisation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hourly_cost: float = Field(ge=0, description="what the server costs per hour, in US dollars")
+    tokens_per_second: float = Field(gt=0, description="tokens (prompt + completion) it serves per second at full load")
+    utilisation: float = Field(default=0.5, gt=0, le=1, description="share of the hour it is busy")
+
+
+class Cost(BaseModel):
+    """What each answer costs, computed at ingest and stored with it (with the price's version).
+
+    JSON in the environment: LLMWATCH_COST__MODELS='{"my-model": {"input": 0.5, "output": 1.5}}'.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    models: dict[str, TokenPrice] = Field(default={}, description="price per model name")
+    adapters: dict[str, TokenPrice] = Field(default={}, description="price per adapter; else its model's")
+    self_hosted: dict[str, SelfHostedCost] = Field(default={}, description="models priced from an hourly cost")
+    use_price_table: bool = Field(default=True, description="other models: the genai-prices table, offline")
+    top_users: int = Field(default=5, ge=0, description="biggest spenders per window with a cost.user_total point")
+
+
 class Settings(BaseSettings):
     """Defaults run the embedded stack on a fresh machine; production sets the broker and the DSN."""
 
@@ -196,6 +231,7 @@ class Settings(BaseSettings):
     metrics: Metrics = Metrics()
     alerts: Alerts = Alerts()
     training: Training = Training()
+    cost: Cost = Cost()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")

@@ -36,6 +36,10 @@ INFERENCE_COLUMNS = {
     "groups": "groups",
     "prompt_length": "prompt_length",
     "response_length": "lengthUTF8(ifNull(response_text, ''))",
+    "user_id": "ifNull(user_id, '')",
+    "cost_input": "cost_input",
+    "cost_output": "cost_output",
+    "cost_total": "cost_total",
 }
 """Column name -> SQL expression over inference_events; what every inference window batch holds."""
 
@@ -72,7 +76,8 @@ def fetch_inference(client: Client, start: datetime, end: datetime) -> pd.DataFr
     frame = _frame(client, sql, start, end, INFERENCE_COLUMNS)
     return frame.astype({"latency_ms": float, "ttft_ms": float, "prompt_tokens": float, "completion_tokens": float,
                          "response_toxicity": float, "sentiment": float, "toxic": bool, "refusal": bool,
-                         "prompt_length": float, "response_length": float})
+                         "prompt_length": float, "response_length": float,
+                         "cost_input": float, "cost_output": float, "cost_total": float})
 
 
 def fetch_feedback(client: Client, start: datetime, end: datetime) -> pd.DataFrame:

@@ -86,3 +86,32 @@ def test_ticks_compute_each_closed_window_once_then_again_at_the_horizon(store: 
     asyncio.run(job.tick())
     # two newly closed windows, and the horizon passes of the two oldest (the start one and the first tick's)
     assert job.computed == 1 + 2 + 2
+
+
+def test_costs_are_stored_at_ingest_and_become_cost_points(store: StoreRunner) -> None:
+    from processors.pricing import PriceBook
+
+    prices = PriceBook.from_settings({"cost-test": {"input": 1.0, "output": 4.0, "cached_input": 0.1}}, {}, {},
+                                     use_table=False)
+    scorers = Scorers(ProfanityCheckScorer(), 0.5, GroupLexicon.load(), SentimentIntensityAnalyzer(), prices)
+    writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
+    published = Published(writer)
+    start = START + timedelta(minutes=30)
+    job = WindowJob(StoreWindowReader(store), published, WindowPlan(window_seconds=(10,), bias_attributes=[]),
+                    clock=lambda: start + timedelta(hours=1))
+    rng = random.Random("cost")
+    events = [inference_event(rng).model_copy(update={
+        "model": "cost-test", "adapter": None, "request_id": f"cost-test-{i}", "prompt_template_version": "v1",
+        "prompt_tokens": 1000, "completion_tokens": 100, "cached_prompt_tokens": 500, "status": "ok",
+        "user_id": f"user-{i % 2}", "cohort": "beta", "timestamp": start + timedelta(seconds=i % 10)})
+        for i in range(4)]
+    asyncio.run(writer.write_rows(ScoredInferenceEvent, scored_rows(events, scorers)))
+    stored = asyncio.run(store.call(run_query, "SELECT sum(cost_total), any(price_version) FROM inference_events "
+                                               "WHERE model = 'cost-test'"))
+    each = (500 * 1.0 + 500 * 0.1 + 100 * 4.0) / 1e6
+    assert abs(stored.rows[0][0] - 4 * each) < 1e-12 and stored.rows[0][1].startswith("settings:")
+
+    points = asyncio.run(job.compute(Window(start, 10)))
+    assert abs(values(points, "cost_total")[("cost-test", "")] - 4 * each) < 1e-12
+    users = {p.labels["user"]: p.value for p in points if p.name == "cost.user_total"}
+    assert users.keys() == {"user-0", "user-1"} and abs(users["user-0"] - 2 * each) < 1e-12

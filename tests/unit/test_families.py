@@ -18,7 +18,8 @@ def inference(n: int, **columns: object) -> pd.DataFrame:
         "status": "ok", "latency_ms": np.arange(1, n + 1, dtype=float), "ttft_ms": 10.0, "prompt_tokens": 5.0,
         "completion_tokens": 10.0, "prompt_toxicity": 0.0, "response_toxicity": 0.0, "toxic": False,
         "refusal": False, "sentiment": 0.0, "cohort": "", "language": "en", "groups": [[] for _ in range(n)],
-        "prompt_length": 20, "response_length": 40,
+        "prompt_length": 20, "response_length": 40, "user_id": "", "cost_input": np.nan, "cost_output": np.nan,
+        "cost_total": np.nan,
     }
     frame = pd.DataFrame({name: columns.get(name, defaults[name]) for name in INFERENCE_COLUMNS}, index=range(n))
     return frame
