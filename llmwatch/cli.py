@@ -16,6 +16,7 @@ from rich.table import Table
 
 from llmwatch.alerts_cli import alerts_app, rules_app
 from llmwatch.drift_cli import app as drift_app
+from llmwatch.forget_cli import forget
 from llmwatch.probe_cli import app as probe_app
 from llmwatch.train_cli import models_app, train, trainer
 from schemas.errors import LlmwatchError
@@ -36,6 +37,7 @@ app.add_typer(probe_app, name="probe")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(models_app, name="models")
+app.command()(forget)
 console = Console()
 err_console = Console(stderr=True)
 

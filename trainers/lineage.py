@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import platform
 import re
 from collections.abc import Iterable
@@ -167,6 +168,36 @@ def adapters_to_delete(names: Iterable[str], model: str, keep: int, protected: I
     mine = [m[0] for m in sorted(matches, key=lambda m: (m[1], int(m[2] or 1)))]
     spared = set(protected)
     return [n for n in mine[: max(len(mine) - keep, 0)] if n not in spared]
+
+
+ERASURES = "erasures.json"
+
+
+def may_hold(manifest: Manifest, spans: dict[str, tuple[datetime, datetime]]) -> bool:
+    """Whether erased rows (each model's first and last timestamp) fall in the period this adapter read."""
+    span = spans.get(manifest.base_model.name)
+    return span is not None and span[0] <= manifest.created_at and span[1] >= manifest.dataset.since
+
+
+def mark_erasure(directory: Path, erasure_id: str, when: datetime) -> None:
+    """Note in the adapter's folder that rows it may have trained on were erased; no personal data."""
+    path = directory / ERASURES
+    notes = json.loads(path.read_text()) if path.exists() else []
+    notes.append({"erasure_id": erasure_id, "erased_at": when.isoformat(),
+                  "note": "rows in this adapter's training period were erased; consider retraining"})
+    path.write_text(json.dumps(notes, indent=2) + "\n")
+
+
+def mark_erasures(adapters_dir: Path, spans: dict[str, tuple[datetime, datetime]], erasure_id: str,
+                  when: datetime) -> list[str]:
+    """Mark every adapter whose training period holds erased rows; returns their names."""
+    marked = []
+    for manifest_path in sorted(adapters_dir.glob(f"*/{MANIFEST}")) if adapters_dir.is_dir() else []:
+        manifest = read_manifest(manifest_path.parent)
+        if may_hold(manifest, spans):
+            mark_erasure(manifest_path.parent, erasure_id, when)
+            marked.append(manifest.adapter_name)
+    return marked
 
 
 __all__ = ["Manifest", "adapter_name", "adapters_to_delete", "read_manifest", "weights_sha256", "write_manifest"]

@@ -7,6 +7,7 @@ runs nothing but a command named here; otherwise straight to the store.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,52 @@ def clear_drift_reference(client: Client) -> None:
     client.command("TRUNCATE TABLE drift_reference")
 
 
+_INFERENCE = "(user_id IN {users:Array(String)} OR session_id IN {sessions:Array(String)})"
+_ID_PATTERN = '"{key}"\\s*:\\s*"({ids})"'
+_SYNC = {"lightweight_deletes_sync": 2, "mutations_sync": 2}
+
+
+def _erasures() -> dict[str, str]:
+    """Table -> the condition that finds a person's rows in it (inference rows still present: run first)."""
+    requests = f"SELECT request_id FROM inference_events WHERE {_INFERENCE}"
+    events = f"SELECT event_id FROM inference_events WHERE {_INFERENCE}"
+    return {
+        "feedback_events": f"user_id IN {{users:Array(String)}} OR request_id IN ({requests})",
+        "embeddings": f"event_id IN ({events})",
+        "drift_reference": f"event_id IN ({events})",
+        "metric_points": "labels['user'] IN {users:Array(String)}",
+        "alerts": "labels['user'] IN {users:Array(String)}",
+        "dead_letters": "match(raw, {pattern:String})",
+        "inference_events": _INFERENCE,
+    }
+
+
+def forget(client: Client, users: list[str], sessions: list[str]) -> dict[str, Any]:
+    """Delete every row of these users or sessions, table by table; the counts, and each model's time span.
+
+    Inference rows go last: the other tables find the person's rows through them, so a run cut short
+    can be repeated and still finds everything. Deletes are lightweight (rows vanish from reads at once,
+    from disk at the next merge) and synchronous.
+    """
+    users, sessions = [u for u in users if u], [s for s in sessions if s]
+    if not users and not sessions:
+        raise StoreError("forget needs a user id or a session id")
+    pattern = "|".join(_ID_PATTERN.format(key=key, ids="|".join(re.escape(i) for i in ids))
+                       for key, ids in (("user_id", users), ("session_id", sessions)) if ids)
+    parameters = {"users": users, "sessions": sessions, "pattern": pattern}
+    spans = client.query(f"SELECT model, min(timestamp), max(timestamp) FROM inference_events WHERE {_INFERENCE} "
+                         "GROUP BY model", parameters=parameters, settings=READ_SETTINGS).result_rows
+    counts = {}
+    for table, condition in _erasures().items():
+        found = int(client.query(f"SELECT count() FROM {table} FINAL WHERE {condition}", parameters=parameters,
+                                 settings=READ_SETTINGS).result_rows[0][0])
+        if found:
+            client.command(f"DELETE FROM {table} WHERE {condition}", parameters=parameters, settings=_SYNC)
+        counts[table] = found
+    return {"counts": counts,
+            "spans": {model: [first.isoformat(), last.isoformat()] for model, first, last in spans}}
+
+
 def apply_migrations(client: Client, retention: dict[str, int]) -> int:
     return migrate(client, Retention(**retention))
 
@@ -50,6 +97,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "drift.pin_reference": pin_drift_reference,
     "drift.clear_reference": clear_drift_reference,
     "migrate": apply_migrations,
+    "forget": forget,
 }
 
 

@@ -86,3 +86,24 @@ def test_the_weights_hash_follows_the_weights(tmp_path: Path) -> None:
     assert weights_sha256(tmp_path) == first
     (tmp_path / "model.safetensors").write_bytes(b"other weights")
     assert weights_sha256(tmp_path) != first
+
+
+def test_an_erasure_marks_the_adapters_whose_training_period_held_the_rows(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from trainers.lineage import ERASURES, mark_erasures
+
+    trained = manifest(None).model_copy(update={
+        "dataset": manifest(None).dataset.model_copy(update={"since": WHEN - timedelta(days=7)})})
+    (tmp_path / trained.adapter_name).mkdir()
+    write_manifest(tmp_path / trained.adapter_name, trained)
+    inside = {"smollm2-135m": (WHEN - timedelta(days=2), WHEN - timedelta(days=1))}
+    after = {"smollm2-135m": (WHEN + timedelta(hours=1), WHEN + timedelta(hours=2))}
+    other_model = {"another-model": inside["smollm2-135m"]}
+
+    assert mark_erasures(tmp_path, after, "e0", WHEN) == []
+    assert mark_erasures(tmp_path, other_model, "e1", WHEN) == []
+    assert mark_erasures(tmp_path, inside, "e2", WHEN) == [trained.adapter_name]
+    notes = (tmp_path / trained.adapter_name / ERASURES).read_text()
+    assert '"e2"' in notes and "e1" not in notes and "smollm2" not in notes
+    assert mark_erasures(tmp_path / "missing", inside, "e3", WHEN) == []
