@@ -234,6 +234,10 @@ def _publish_silence(settings: Settings, rule: str, matchers: dict[str, str], en
                          starts_at=now, ends_at=ends_at, created_by=getpass.getuser(), comment=comment, timestamp=now)
     with Publisher.from_settings(settings) as publisher:
         publisher.publish(event).get(timeout=30)
+    from llmwatch.audit_cli import record
+
+    record(settings, "alert.silence" if ends_at > now else "alert.unsilence", rule,
+           after={"matchers": matchers, "ends_at": ends_at.isoformat(), "comment": comment})
     return event
 
 

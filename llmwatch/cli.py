@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmwatch.alerts_cli import alerts_app, rules_app
+from llmwatch.audit_cli import audit
 from llmwatch.drift_cli import app as drift_app
 from llmwatch.forget_cli import forget
 from llmwatch.probe_cli import app as probe_app
@@ -38,6 +39,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(models_app, name="models")
 app.command()(forget)
+app.command()(audit)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from llmwatch.audit_cli import record
 from schemas.errors import LlmwatchError
 from streams.settings import load_settings
 from streams.store.admin import run_command
@@ -31,13 +32,16 @@ def set_reference(
     found = run_command(settings, "drift.pin_reference", since=since.replace(tzinfo=since.tzinfo or UTC),
                         until=until.replace(tzinfo=until.tzinfo or UTC), model=model or "",
                         min_samples=settings.metrics.drift_min_window_samples)
+    record(settings, "drift.pin_reference", model or "", after={"since": since, "until": until, "events": found})
     console.print(f"drift reference pinned: {found} sampled events from {since} to {until}")
 
 
 @app.command("clear-reference")
 def clear_reference() -> None:
     """Go back to the default reference: the first LLMWATCH_METRICS__DRIFT_REFERENCE_SIZE sampled events."""
-    run_command(load_settings(), "drift.clear_reference")
+    settings = load_settings()
+    run_command(settings, "drift.clear_reference")
+    record(settings, "drift.clear_reference")
     console.print("drift reference cleared: the first sampled events are the reference again")
 
 

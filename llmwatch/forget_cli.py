@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmwatch.audit_cli import record
 from schemas.errors import LlmwatchError
 from streams.settings import Settings, load_settings
 from streams.store.admin import run_command
@@ -51,4 +52,5 @@ def forget(
     marked = mark_erasures(settings.adapters_dir, spans, erasure_id, datetime.now(UTC))
     for name in marked:
         console.print(f"adapter {name} was trained on a period that held these rows: consider retraining it")
+    record(settings, "erasure", erasure_id, after={"counts": result["counts"], "adapters_marked": marked})
     console.print(f"erasure {erasure_id}: {sum(result['counts'].values())} rows deleted")

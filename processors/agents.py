@@ -31,6 +31,7 @@ from processors.views import register_views
 from processors.window_job import WindowJob, WindowPlan
 from schemas.events import (
     AlertEvent,
+    AuditEvent,
     Event,
     FeedbackEvent,
     InferenceEvent,
@@ -85,6 +86,7 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
         (settings.topics.silences, SilenceEvent),
         (settings.topics.training, TrainingRunEvent),
         (settings.topics.models, ModelCandidateEvent),
+        (settings.topics.audit, AuditEvent),
     ]
     for topic_name, model in inputs:
 
@@ -183,7 +185,8 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
                                  max_attempts=alerts.webhook_max_attempts,
                                  max_backoff_seconds=alerts.webhook_max_backoff_seconds)
         engine = AlertEngine(RulesSource(alerts.rules_file or DEFAULT_RULES), StoreAlertReader(store), writer,
-                             publish, webhooks, complete_timeout_seconds=alerts.complete_timeout_seconds)
+                             publish, webhooks, complete_timeout_seconds=alerts.complete_timeout_seconds,
+                             audit=publish)
         register_alerts(app, settings, engine, limits)
     token = secrets.token_urlsafe(24)
     register_views(app, store, ingest, writer, token)

@@ -6,6 +6,7 @@ unknown fields are ignored for the same reason. Timestamps must carry a zone and
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID, uuid4
@@ -202,6 +203,27 @@ class SilenceEvent(Event):
     comment: str = ""
 
 
+class AuditEvent(Event):
+    """A change a person or the loop made: who (a key's fingerprint, a login, a process), what, before and after.
+
+    Never carries a secret nor personal data: keys appear as `key_fingerprint`, an erasure as its counts.
+    """
+
+    table: ClassVar[str] = "audit"
+    retention: ClassVar[Literal["events", "metrics", "dead_letters"]] = "metrics"
+
+    actor: Name = Field(description="key:<fingerprint> for an API key, user@host for the CLI, or the process")
+    action: Name = Field(description="route.change, alert.silence, rules.reload, drift.pin_reference, erasure, ...")
+    target: str = Field(default="", description="what changed: a model, a rule, a file")
+    before: str = Field(default="", description="JSON of the state before, when known")
+    after: str = Field(default="", description="JSON of the state after")
+
+
+def key_fingerprint(key: str) -> str:
+    """A short, stable name for an API key in the audit trail; the key cannot be recovered from it."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 TrainingStatus = Literal[
     "queued", "building_dataset", "training", "evaluating", "succeeded", "failed", "skipped", "running",
 ]
@@ -354,6 +376,7 @@ EVENT_KINDS: dict[str, type[Event]] = {
     "deployment": DeploymentEvent,
     "dead_letter": DeadLetterEvent,
     "silence": SilenceEvent,
+    "audit": AuditEvent,
 }
 
 STORED_MODELS: tuple[type[Event], ...] = (

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import (
     AlertEvent,
+    AuditEvent,
     DeadLetterEvent,
     DeploymentEvent,
     Event,
@@ -37,12 +38,13 @@ class Topics(BaseModel):
     training: str = "llm.training"
     deadletter: str = "llm.deadletter"
     silences: str = "llm.silences"
+    audit: str = "llm.audit"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
     def names(self) -> list[str]:
         return [self.inference, self.feedback, self.metrics, self.alerts, self.models, self.deployments,
-                self.training, self.deadletter, self.silences]
+                self.training, self.deadletter, self.silences, self.audit]
 
 
 def model_key(model: str, adapter: str | None) -> str:
@@ -68,6 +70,8 @@ def destination(event: Event, topics: Topics) -> tuple[str, bytes]:
             return topics.deployments, event.base_model.encode()
         case SilenceEvent():
             return topics.silences, event.rule.encode()
+        case AuditEvent():
+            return topics.audit, event.action.encode()
         case DeadLetterEvent():
             return topics.deadletter, event.origin_topic.encode()
     raise TypeError(f"{type(event).__name__} is not published to Kafka")

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -26,13 +29,14 @@ from processors.alerting.webhooks import WebhookSender
 from processors.ports import AlertStore, RowWriter
 from processors.windows import SERIES_COMPLETE
 from schemas.errors import ConfigurationError
-from schemas.events import AlertEvent, MetricPoint, utcnow
+from schemas.events import AlertEvent, AuditEvent, MetricPoint, utcnow
 from schemas.rules import AlertRule, RulesError, RulesFile, load_rules
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 PublishAlerts = Callable[[Sequence[AlertEvent]], Awaitable[None]]
+PublishAudit = Callable[[Sequence[AuditEvent]], Awaitable[None]]
 SeriesKey = tuple[datetime, int, str, str, str]
 
 
@@ -81,8 +85,9 @@ class RulesSource:
 class AlertEngine:
     def __init__(self, rules: RulesSource, store: AlertStore, writer: RowWriter, publish: PublishAlerts,
                  webhooks: WebhookSender, *, complete_timeout_seconds: float,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, audit: PublishAudit | None = None) -> None:
         self.source = rules
+        self.audit = audit
         self.store = store
         self.writer = writer
         self.publish = publish
@@ -124,7 +129,16 @@ class AlertEngine:
 
     async def tick(self) -> None:
         """Judge what waited past the timeout, series gone quiet, and pick up an edited rules file."""
+        before = [rule.name for rule in self.rules]
         if self.source.reload():
+            if self.audit is not None:
+                try:
+                    await self.audit([AuditEvent(
+                        actor=f"worker:{socket.gethostname()}:{os.getpid()}", action="rules.reload",
+                        target=str(self.source.path), before=json.dumps(before),
+                        after=json.dumps([rule.name for rule in self.rules]))])
+                except Exception:
+                    log.exception("the rules reload is in force but could not be written to the audit trail")
             self.ruleset = RuleSet(self.rules)
             names = {rule.name for rule in self.rules}
             self.state = AlertState({fp: s for fp, s in self.state.series.items() if s.rule in names},

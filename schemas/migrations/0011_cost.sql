@@ -9,3 +9,19 @@ ALTER TABLE inference_events ADD COLUMN IF NOT EXISTS cost_output Nullable(Float
 ALTER TABLE inference_events ADD COLUMN IF NOT EXISTS cost_total Nullable(Float64) COMMENT 'US dollars; NULL: no price known';
 ALTER TABLE inference_events ADD COLUMN IF NOT EXISTS price_version LowCardinality(String) DEFAULT ''
     COMMENT 'settings:<digest>, self-hosted:<digest> or genai-prices-<version>';
+
+-- The audit trail: every change a person or the loop made (route, silence, rules reload, drift reference,
+-- erasure), who made it (a key's fingerprint, never the key) and the state before and after.
+CREATE TABLE IF NOT EXISTS audit (
+    event_id UUID,
+    schema_version UInt16,
+    timestamp DateTime64(3, 'UTC'),
+    actor String,
+    action LowCardinality(String),
+    target String,
+    before String,
+    after String,
+    ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (timestamp, event_id);

@@ -6,6 +6,7 @@ connection pool to vLLM open when the app starts (lifespan) and close, flushed, 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from schemas.errors import ConfigurationError
-from schemas.events import FeedbackContent, FeedbackEvent
+from schemas.events import AuditEvent, FeedbackContent, FeedbackEvent, key_fingerprint
 from serving.gateway.auth import LOOPBACK, KeyRing, Scope, presented_key
 from serving.gateway.limits import BodyLimit
 from serving.gateway.metrics import GatewayMetrics
@@ -108,6 +109,14 @@ class Gateway:
         self.sink: EventSink | None = None
         self.proxy: Proxy | None = None
         self.signer: Signer | None = None
+
+    def audit(self, request: Request, action: str, target: str, before: Any, after: Any) -> None:
+        """An admin change into the audit trail; the key that made it appears only as its fingerprint."""
+        key = presented_key(request.headers)
+        assert self.sink is not None
+        self.sink.submit(AuditEvent(actor=key_fingerprint(key) if key else "gateway:no-key", action=action,
+                                    target=target, before=json.dumps(before, sort_keys=True, default=dict),
+                                    after=json.dumps(after, sort_keys=True, default=dict)))
 
     async def start(self) -> None:
         serving = self.settings.serving
@@ -237,8 +246,10 @@ def create_app(settings: Settings) -> FastAPI:
         if missing:
             return openai_error(409, f"vLLM does not serve {missing}: load the adapter first "
                                      "(POST /v1/load_lora_adapter on vLLM)", "invalid_request_error")
+        before = gateway.router.routes.get(name)
         gateway.router.set_route(name, weights)
         log.info("route %r set to %s", name, weights)
+        gateway.audit(request, "route.change", name, before, weights)
         return {"name": name, "targets": weights}
 
     @app.delete("/admin/routes/{name}")
@@ -249,9 +260,11 @@ def create_app(settings: Settings) -> FastAPI:
             validate_name(name)
         except ValueError as exc:
             return openai_error(422, str(exc), "invalid_request_error")
+        before = gateway.router.routes.get(name)
         if not gateway.router.delete_route(name):
             return openai_error(404, f"there is no route {name!r}", "invalid_request_error")
         log.info("route %r deleted", name)
+        gateway.audit(request, "route.delete", name, before, None)
         return {"deleted": name}
 
     @app.get("/metrics")

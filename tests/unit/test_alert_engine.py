@@ -108,3 +108,22 @@ def test_the_webhook_body_is_alertmanagers() -> None:
     # The HMAC-SHA256 test vector everyone knows (RFC 4231 style, as on Wikipedia).
     assert signature("key", b"The quick brown fox jumps over the lazy dog") == (
         "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
+
+
+def test_a_rules_reload_is_recorded_in_the_audit_trail_and_an_invalid_edit_is_not(tmp_path: Path) -> None:
+    from schemas.events import AuditEvent
+
+    audited: list[AuditEvent] = []
+
+    async def audit(events: Sequence[AuditEvent]) -> None:
+        audited.extend(events)
+
+    judged = engine(tmp_path, Store(), [])
+    judged.audit = audit
+    (tmp_path / "rules.yaml").write_text(RULES + "  - {name: errors, metric: error_rate, threshold: 0.1}\n")
+    asyncio.run(judged.tick())
+    assert [(e.action, e.before, e.after) for e in audited] == [("rules.reload", '["p99"]', '["p99", "errors"]')]
+    assert audited[0].actor.startswith("worker:") and audited[0].target.endswith("rules.yaml")
+    (tmp_path / "rules.yaml").write_text("rules: [{name: broken}]\n")
+    asyncio.run(judged.tick())
+    assert len(audited) == 1

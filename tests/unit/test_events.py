@@ -67,5 +67,5 @@ def test_dead_letter_raw_bytes_survive_json() -> None:
 
 def test_every_kind_has_its_own_table() -> None:
     tables = [model.table for model in EVENT_KINDS.values()]
-    assert len(set(tables)) == len(tables) == 9
+    assert len(set(tables)) == len(tables) == 10
     assert MetricPoint.age_column == "window_start"
