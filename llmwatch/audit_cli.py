@@ -48,5 +48,5 @@ def audit(
                                     f"ORDER BY timestamp DESC LIMIT {limit}")
     table = Table("at (UTC)", "who", "action", "target", "before", "after")
     for at, actor, act, target, before, after in result.rows:
-        table.add_row(f"{at:%Y-%m-%d %H:%M:%S}", actor, act, target, before, after)
+        table.add_row(str(at)[:19], actor, act, target, before, after)
     console.print(table if result.rows else f"no changes recorded in the last {since}")
