@@ -61,3 +61,33 @@ def test_costs_audit_and_forgetting_through_the_pipeline(make_worker: Callable[.
     assert listed.returncode == 0, listed.stderr
     assert "alert.silence" in listed.stdout and "erasure" in listed.stdout
     assert worker.count("SELECT count() FROM audit WHERE position(after, 'zoe') > 0") == 0
+
+
+def test_an_admin_route_change_is_in_the_audit_trail_under_the_keys_fingerprint(
+        make_worker: Callable[..., Worker], tmp_path_factory: pytest.TempPathFactory) -> None:
+    import httpx
+
+    from schemas.events import key_fingerprint
+    from streams.settings import Serving
+    from tests.integration.conftest import free_port
+    from tests.integration.serving.conftest import Gateway
+
+    worker = make_worker().start()
+    data_dir = tmp_path_factory.mktemp("audit-gateway")
+    serving = Serving(vllm_url=f"http://127.0.0.1:{free_port()}", port=free_port(), admin_api_keys=["admin-secret"],
+                      routes={"canary": {"smollm2-135m": 1.0}}, publish_timeout_seconds=2.0)
+    settings = worker.settings.model_copy(update={"data_dir": data_dir, "serving": serving})
+    gateway = Gateway(settings, data_dir / "gateway.log").start()
+    try:
+        response = httpx.delete(f"{gateway.url}/admin/routes/canary",
+                                headers={"Authorization": "Bearer admin-secret"}, timeout=30)
+        assert response.status_code == 200, response.text
+        wait_until(lambda: worker.count("SELECT count() FROM audit WHERE action = 'route.delete'") == 1, 60,
+                   "the route deletion in the audit table")
+        actor, target, before, after = worker.sql("SELECT actor, target, before, after FROM audit")[0]
+        assert (actor, target, after) == (key_fingerprint("admin-secret"), "canary", "null")
+        assert '"smollm2-135m": 1.0' in before
+        assert worker.count("SELECT count() FROM audit WHERE position(actor || before || after, 'admin-secret') > 0") \
+            == 0
+    finally:
+        gateway.stop()
