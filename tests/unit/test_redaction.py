@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from schemas.errors import ConfigurationError
@@ -79,19 +77,17 @@ def test_user_patterns_run_in_re2_and_one_it_cannot_run_names_the_setting() -> N
         Redactor.from_settings([], {"lookbehind": r"(?<!x)TCK"})
 
 
-def _cost(redactor: Redactor, text: str) -> float:
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        redactor.redact(text)
-        best = min(best, time.perf_counter() - started)
-    return best
+def test_every_pattern_runs_in_re2() -> None:
+    """RE2 matches in time linear in the text whatever the pattern: that, not a stopwatch, is the guarantee
+    (a stopwatch in a test flakes on a busy machine; the cost ratio is in the gateway benchmark's notes)."""
+    redactor = Redactor.from_settings(BUILTIN_KINDS, {"ticket": r"TCK-[0-9]+"})
+    assert redactor.detectors and all(type(d.pattern).__module__.startswith("re2") for d in redactor.detectors)
 
 
 @pytest.mark.parametrize("unit", ["a", "a.", "a@", "1 ", "a:", "1-", "ann@example.com ", "(1", "+1 "])
-def test_redaction_is_linear_in_the_text(unit: str) -> None:
-    """Four times the text, about four times the time: the cost ratio of 1 MB to 0.25 MB of one repeated unit
-    (no spaces) is near 4; a pattern that backtracks makes it 16 (120,000 letters once took 16 s)."""
+def test_a_megabyte_without_spaces_is_redacted(unit: str) -> None:
+    """The inputs that made Python's `re` backtrack for seconds (120,000 letters once took 16 s)."""
     redactor = Redactor.from_settings(BUILTIN_KINDS, {"ticket": r"TCK-[0-9]+"})
-    quarter, full = (unit * (size // len(unit)) for size in (250_000, 1_000_000))
-    assert _cost(redactor, full) / _cost(redactor, quarter) < 8.0
+    text = unit * (1_000_000 // len(unit))
+    redacted, _ = redactor.redact(text)
+    assert redacted and ("[EMAIL]" in redacted) == (unit == "ann@example.com ")

@@ -256,7 +256,9 @@ def test_text_that_made_redaction_backtrack_does_not_hold_other_clients(gateway:
     attacker.join()
     assert [answer.status_code for answer in answers] == [200] * len(hostile) + [202]
     print(f"alone {alone:.4f} s, during {statistics.median(during):.4f} s ({len(during)} requests)")
-    assert statistics.median(during) < 5 * alone, (alone, during)
+    # Not a speed check: a frozen loop held every client 5 to 17 s; the one-second floor keeps a busy
+    # machine's noise from failing the test.
+    assert statistics.median(during) < max(5 * alone, 1.0), (alone, during)
 
 
 # 3. Request ids a client could forge.
