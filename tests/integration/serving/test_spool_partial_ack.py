@@ -64,9 +64,6 @@ def request_ids(broker: EmbeddedBroker, topic: str) -> list[str]:
     return ids
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug, reported: a record Kafka can never take (over max_request_size) "
-                   "goes to the spool and is replayed forever; every event after it waits behind it, and the part "
-                   "of the batch Kafka took is resent on each try")
 def test_a_partly_acknowledged_batch_is_replayed_in_order_and_the_spool_drains(
         broker: EmbeddedBroker, tmp_path: Path) -> None:
     topics = topics_for(uuid.uuid4().hex[:8])
