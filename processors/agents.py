@@ -30,6 +30,7 @@ from processors.views import register_views
 from processors.window_job import WindowJob, WindowPlan
 from schemas.events import (
     AlertEvent,
+    DeploymentEvent,
     Event,
     FeedbackEvent,
     InferenceEvent,
@@ -84,6 +85,7 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
         (settings.topics.silences, SilenceEvent),
         (settings.topics.training, TrainingRunEvent),
         (settings.topics.models, ModelCandidateEvent),
+        (settings.topics.deployments, DeploymentEvent),
     ]
     for topic_name, model in inputs:
 

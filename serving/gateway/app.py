@@ -7,6 +7,7 @@ connection pool to vLLM open when the app starts (lifespan) and close, flushed, 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -20,13 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from schemas.errors import ConfigurationError
-from schemas.events import FeedbackContent, FeedbackEvent
+from schemas.events import DeploymentEvent, FeedbackContent, FeedbackEvent
 from serving.gateway.auth import LOOPBACK, KeyRing, Scope, presented_key
 from serving.gateway.limits import BodyLimit
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.proxy import Proxy, openai_error
 from serving.gateway.recording import Rules
 from serving.gateway.redaction import Redactor
+from serving.gateway.route_events import RouteFeed
 from serving.gateway.routing import Router, validate_name, validate_weights
 from serving.gateway.sink import EventSink
 from serving.gateway.spool import Spool
@@ -108,6 +110,16 @@ class Gateway:
         self.sink: EventSink | None = None
         self.proxy: Proxy | None = None
         self.signer: Signer | None = None
+        self.route_feed = RouteFeed(settings, self.router)
+
+    def change_route(self, name: str, weights: dict[str, float]) -> None:
+        """Applied here at once and published on llm.deployments, so every other gateway applies it too."""
+        assert self.sink is not None
+        event = DeploymentEvent(deployment_id=f"admin-{uuid.uuid4().hex[:12]}", base_model=self.router.base_model,
+                                action="route", status="succeeded", route=name, weights=weights, actor="admin",
+                                traffic_percent=0)
+        self.route_feed.log.apply(event)
+        self.sink.submit(event)
 
     async def start(self) -> None:
         serving = self.settings.serving
@@ -125,6 +137,7 @@ class Gateway:
                            timeout=serving.upstream_timeout_seconds, signer=self.signer)
         await self.sink.start()
         await self.proxy.start()
+        await self.route_feed.start()
         if self.keys.open:
             log.warning("no API keys configured (LLMWATCH_SERVING__API_KEYS): the gateway is open to anyone "
                         "who can reach %s:%d", serving.host, serving.port)
@@ -132,6 +145,7 @@ class Gateway:
                  serving.vllm_base_url, serving.served_model_name)
 
     async def stop(self) -> None:
+        await self.route_feed.stop()
         if self.proxy is not None:
             await self.proxy.stop()
         if self.sink is not None:
@@ -237,8 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
         if missing:
             return openai_error(409, f"vLLM does not serve {missing}: load the adapter first "
                                      "(POST /v1/load_lora_adapter on vLLM)", "invalid_request_error")
-        gateway.router.set_route(name, weights)
-        log.info("route %r set to %s", name, weights)
+        gateway.change_route(name, weights)
         return {"name": name, "targets": weights}
 
     @app.delete("/admin/routes/{name}")
@@ -249,9 +262,9 @@ def create_app(settings: Settings) -> FastAPI:
             validate_name(name)
         except ValueError as exc:
             return openai_error(422, str(exc), "invalid_request_error")
-        if not gateway.router.delete_route(name):
+        if name not in gateway.router.routes:
             return openai_error(404, f"there is no route {name!r}", "invalid_request_error")
-        log.info("route %r deleted", name)
+        gateway.change_route(name, {})
         return {"deleted": name}
 
     @app.get("/metrics")

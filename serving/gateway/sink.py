@@ -34,7 +34,7 @@ from aiokafka.errors import (
 )
 from pydantic import ValidationError
 
-from schemas.events import FeedbackEvent, InferenceEvent
+from schemas.events import DeploymentEvent, FeedbackEvent, InferenceEvent
 from schemas.topics import Topics, destination
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.recording import DEFAULT_RULES, Exchange, Rules, inference_event, redacted_feedback
@@ -100,7 +100,7 @@ class EventSink:
         self._spool_losses = _LossReport()
         self._update_gauges()
 
-    def submit(self, item: Exchange | FeedbackEvent) -> None:
+    def submit(self, item: Exchange | FeedbackEvent | DeploymentEvent) -> None:
         """Hand an event over without waiting; if even the queue is full, count and log the loss."""
         if self._queue.qsize() >= self.queue_max:
             self.metrics.dropped.labels("queue_full").inc()
@@ -181,8 +181,10 @@ class EventSink:
         if item is _STOP:
             return None
         try:
-            event: InferenceEvent | FeedbackEvent
-            if isinstance(item, Exchange):
+            event: InferenceEvent | FeedbackEvent | DeploymentEvent
+            if isinstance(item, DeploymentEvent):  # a route change: nothing in it to redact
+                event = item
+            elif isinstance(item, Exchange):
                 event = inference_event(item, self.redactor, self.rules)
                 for kind, tokens in (("prompt", event.prompt_tokens), ("completion", event.completion_tokens)):
                     if tokens:
