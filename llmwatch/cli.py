@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmwatch.alerts_cli import alerts_app, rules_app
+from llmwatch.deploy_cli import deploy_app, deployments
 from llmwatch.drift_cli import app as drift_app
 from llmwatch.probe_cli import app as probe_app
 from llmwatch.train_cli import models_app, train, trainer
@@ -36,6 +37,7 @@ app.add_typer(probe_app, name="probe")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(models_app, name="models")
+app.add_typer(deploy_app, name="deploy")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -226,6 +228,7 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="Where to writ
 
 app.command()(trainer)
 app.command()(train)
+app.command()(deployments)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from clickhouse_connect.driver.binding import finalize_query
 from pydantic import ValidationError
 
 from schemas.events import DeploymentEvent
@@ -54,14 +55,12 @@ class RouteLog:
         return True
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def current_routes_sql(base_model: str) -> str:
-    return ("SELECT route, argMax(weights, (timestamp, event_id)), toUnixTimestamp64Milli(max(timestamp)) "
-            "FROM deployments FINAL WHERE route != '' AND status = 'succeeded' "
-            f"AND base_model = {_literal(base_model)} GROUP BY route ORDER BY route")
+    """Per route, the weights of its latest succeeded change (empty: removed) and that change's time."""
+    return finalize_query(
+        "SELECT route, argMax(weights, (timestamp, event_id)), toUnixTimestamp64Milli(max(timestamp)) "
+        "FROM deployments FINAL WHERE route != '' AND status = 'succeeded' AND base_model = %(model)s "
+        "GROUP BY route ORDER BY route", {"model": base_model})
 
 
 def events_from_rows(base_model: str, rows: Iterable[Sequence[Any]]) -> list[DeploymentEvent]:

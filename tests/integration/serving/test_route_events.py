@@ -15,8 +15,9 @@ import pytest
 from schemas.events import DeploymentEvent
 from streams.kafka.topics import ensure_topics
 from streams.settings import Serving, Settings, Topics
-from tests.integration.conftest import Worker, free_port, wait_until
+from tests.integration.conftest import Worker, free_port, to_env, wait_until
 from tests.integration.serving.conftest import ADMIN_KEY, Gateway
+from tests.integration.test_cli import llmwatch
 
 pytestmark = pytest.mark.integration
 BASE = "smollm2-135m"
@@ -70,3 +71,12 @@ def test_gateways_agree_on_routes_from_the_topic_and_the_table(
     from_topic = gateway(worker, tmp_path).start()
     wait_until(lambda: routes(from_topic) == {"support": expected["support"]}, 60,
                "a gateway without a store to rebuild the routes from the topic")
+
+    # For people: the history with who changed what, and a rollback that will not point at a model it cannot see.
+    env = to_env(worker.settings) | {"LLMWATCH_SERVING__VLLM_URL": from_topic.settings.serving.vllm_url,
+                                     "COLUMNS": "250"}
+    listed = llmwatch("deployments", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "cand 50" in listed.stdout and listed.stdout.count(" admin ") == 1 and listed.stdout.count(" deployer ") == 3
+    refused = llmwatch("deploy", "rollback", "--route", "support", "--to", "cand", env=env)
+    assert refused.returncode == 1 and "cannot ask vLLM" in refused.stderr + refused.stdout
