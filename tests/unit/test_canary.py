@@ -111,3 +111,13 @@ def test_deploy_settings_from_the_environment_and_their_bounds(monkeypatch):
         monkeypatch.setenv("LLMWATCH_DEPLOY__STEPS", bad)
         with pytest.raises(Exception, match="must rise strictly"):
             Settings()
+
+
+def test_vllm_has_room_for_a_canary_beside_the_stable_adapter_only_with_retraining_on():
+    from serving.vllm.launcher import vllm_command
+    from streams.settings import Settings, Training
+
+    off = vllm_command(Settings(_env_file=None), "/m")
+    on = vllm_command(Settings(training=Training(enabled=True), _env_file=None), "/m")
+    assert "--max-loras" not in off
+    assert on[on.index("--max-loras") + 1] == "2" and on[on.index("--max-cpu-loras") + 1] == "2"
