@@ -16,6 +16,7 @@ from rich.table import Table
 
 from llmwatch.alerts_cli import alerts_app, rules_app
 from llmwatch.audit_cli import audit
+from llmwatch.deploy_cli import deploy_app, deployments
 from llmwatch.drift_cli import app as drift_app
 from llmwatch.forget_cli import forget
 from llmwatch.probe_cli import app as probe_app
@@ -40,6 +41,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(models_app, name="models")
 app.command()(forget)
 app.command()(audit)
+app.add_typer(deploy_app, name="deploy")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -230,6 +232,7 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="Where to writ
 
 app.command()(trainer)
 app.command()(train)
+app.command()(deployments)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from processors.window_job import WindowJob, WindowPlan
 from schemas.events import (
     AlertEvent,
     AuditEvent,
+    DeploymentEvent,
     Event,
     FeedbackEvent,
     InferenceEvent,
@@ -87,6 +88,7 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
         (settings.topics.training, TrainingRunEvent),
         (settings.topics.models, ModelCandidateEvent),
         (settings.topics.audit, AuditEvent),
+        (settings.topics.deployments, DeploymentEvent),
     ]
     for topic_name, model in inputs:
 

@@ -277,17 +277,28 @@ class ModelCandidateEvent(Event):
 
 
 class DeploymentEvent(Event):
-    """A change to what serves traffic: load, canary, promote, roll back, unload."""
+    """A change to what serves traffic: load, canary, promote, roll back, unload, or a route set by hand.
+
+    Routes are events: a succeeded event with a `route` sets that gateway route to `weights` (none: the route
+    is removed); every gateway applies them in timestamp order and rebuilds them from the table at start.
+    """
 
     table: ClassVar[str] = "deployments"
 
     deployment_id: Name
     base_model: Name
     adapter_name: Name | None = None
-    action: Literal["load", "canary", "promote", "rollback", "unload"]
+    action: Literal["load", "canary", "promote", "rollback", "unload", "route", "approve", "pause"]
     status: Literal["started", "succeeded", "failed"]
     traffic_percent: float = Field(default=0, ge=0, le=100)
     reason: str = ""
+    route: str = Field(default="", max_length=64, description="the gateway route this changes; empty: none")
+    weights: dict[str, float] = Field(default_factory=dict, description="the route's targets after the change")
+    stable_adapter: str = Field(default="", description="what served before the canary; empty: the base model")
+    actor: str = Field(default="", description="who made the change: deployer, admin (/admin/routes), cli")
+    run_id: str = Field(default="", description="the training run that made the adapter")
+    trigger_alert_id: UUID | None = None
+    numbers: dict[str, float] = Field(default_factory=dict, description="the canary analysis behind the change")
 
 
 DeadLetterReason = Literal[

@@ -194,6 +194,39 @@ class Cost(BaseModel):
     top_users: int = Field(default=5, ge=0, description="biggest spenders per window with a cost.user_total point")
 
 
+class Deploy(BaseModel):
+    """The deployer's canary: traffic steps, how long each is analysed, and what fails it.
+
+    Defaults follow Flagger: 10% -> 50% -> 100%, each step judged on its interval's metric points canary
+    against stable. Thresholds are the most the canary may be worse than stable: rates as a difference,
+    latency p99 as a ratio. Short intervals make a fast test and a noisy verdict; raise them in production.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    group_id: str = Field(default="llmwatch-deployer", description="the deployer's consumer group on llm.models")
+    steps: tuple[float, ...] = Field(default=(10, 50, 100), min_length=1,
+                                     description="the canary's traffic percent per step, rising, the last 100")
+    analysis_interval_seconds: float = Field(default=300, gt=0, description="each step is judged after this long")
+    min_canary_requests: int = Field(default=20, ge=1, description="fewer in an interval: the analysis fails")
+    failure_limit: int = Field(default=2, ge=1, description="failed analyses (in a row) before a rollback")
+    require_approval: bool = Field(default=False, description="pause before 100% until `llmwatch deploy approve`")
+    grace_period_seconds: float = Field(default=60, ge=0, description="the old adapter is unloaded this long "
+                                        "after a promotion, so requests already routed to it finish")
+    max_thumbs_down_rate_increase: float = Field(default=0.10, ge=0)
+    max_toxic_rate_increase: float = Field(default=0.02, ge=0)
+    max_error_rate_increase: float = Field(default=0.02, ge=0)
+    max_latency_p99_ratio: float = Field(default=1.5, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_100(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < step <= 100 for step in steps) or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError(f"deploy.steps {list(steps)} must rise strictly, each above 0 and at most 100, and "
+                             "end at 100, e.g. LLMWATCH_DEPLOY__STEPS='[10, 50, 100]'")
+        return steps
+
+
 class Settings(BaseSettings):
     """Defaults run the embedded stack on a fresh machine; production sets the broker and the DSN."""
 
@@ -232,6 +265,7 @@ class Settings(BaseSettings):
     alerts: Alerts = Alerts()
     training: Training = Training()
     cost: Cost = Cost()
+    deploy: Deploy = Deploy()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")

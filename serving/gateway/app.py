@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -21,13 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from schemas.errors import ConfigurationError
-from schemas.events import AuditEvent, FeedbackContent, FeedbackEvent, key_fingerprint
+from schemas.events import AuditEvent, DeploymentEvent, FeedbackContent, FeedbackEvent, key_fingerprint
 from serving.gateway.auth import LOOPBACK, KeyRing, Scope, presented_key
 from serving.gateway.limits import BodyLimit
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.proxy import Proxy, openai_error
 from serving.gateway.recording import Rules
 from serving.gateway.redaction import Redactor
+from serving.gateway.route_events import RouteFeed
 from serving.gateway.routing import Router, validate_name, validate_weights
 from serving.gateway.sink import EventSink
 from serving.gateway.spool import Spool
@@ -109,6 +111,16 @@ class Gateway:
         self.sink: EventSink | None = None
         self.proxy: Proxy | None = None
         self.signer: Signer | None = None
+        self.route_feed = RouteFeed(settings, self.router)
+
+    def change_route(self, name: str, weights: dict[str, float]) -> None:
+        """Applied here at once and published on llm.deployments, so every other gateway applies it too."""
+        assert self.sink is not None
+        event = DeploymentEvent(deployment_id=f"admin-{uuid.uuid4().hex[:12]}", base_model=self.router.base_model,
+                                action="route", status="succeeded", route=name, weights=weights, actor="admin",
+                                traffic_percent=0)
+        self.route_feed.log.apply(event)
+        self.sink.submit(event)
 
     def audit(self, request: Request, action: str, target: str, before: Any, after: Any) -> None:
         """An admin change into the audit trail; the key that made it appears only as its fingerprint."""
@@ -134,6 +146,7 @@ class Gateway:
                            timeout=serving.upstream_timeout_seconds, signer=self.signer)
         await self.sink.start()
         await self.proxy.start()
+        await self.route_feed.start()
         if self.keys.open:
             log.warning("no API keys configured (LLMWATCH_SERVING__API_KEYS): the gateway is open to anyone "
                         "who can reach %s:%d", serving.host, serving.port)
@@ -141,6 +154,7 @@ class Gateway:
                  serving.vllm_base_url, serving.served_model_name)
 
     async def stop(self) -> None:
+        await self.route_feed.stop()
         if self.proxy is not None:
             await self.proxy.stop()
         if self.sink is not None:
@@ -247,8 +261,7 @@ def create_app(settings: Settings) -> FastAPI:
             return openai_error(409, f"vLLM does not serve {missing}: load the adapter first "
                                      "(POST /v1/load_lora_adapter on vLLM)", "invalid_request_error")
         before = gateway.router.routes.get(name)
-        gateway.router.set_route(name, weights)
-        log.info("route %r set to %s", name, weights)
+        gateway.change_route(name, weights)
         gateway.audit(request, "route.change", name, before, weights)
         return {"name": name, "targets": weights}
 
@@ -261,9 +274,9 @@ def create_app(settings: Settings) -> FastAPI:
         except ValueError as exc:
             return openai_error(422, str(exc), "invalid_request_error")
         before = gateway.router.routes.get(name)
-        if not gateway.router.delete_route(name):
+        if before is None:
             return openai_error(404, f"there is no route {name!r}", "invalid_request_error")
-        log.info("route %r deleted", name)
+        gateway.change_route(name, {})
         gateway.audit(request, "route.delete", name, before, None)
         return {"deleted": name}
 

@@ -34,7 +34,7 @@ from aiokafka.errors import (
 )
 from pydantic import ValidationError
 
-from schemas.events import AuditEvent, FeedbackEvent, InferenceEvent
+from schemas.events import AuditEvent, DeploymentEvent, FeedbackEvent, InferenceEvent
 from schemas.topics import Topics, destination
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.recording import DEFAULT_RULES, Exchange, Rules, inference_event, redacted_feedback
@@ -100,7 +100,7 @@ class EventSink:
         self._spool_losses = _LossReport()
         self._update_gauges()
 
-    def submit(self, item: Exchange | FeedbackEvent | AuditEvent) -> None:
+    def submit(self, item: Exchange | FeedbackEvent | AuditEvent | DeploymentEvent) -> None:
         """Hand an event over without waiting; if even the queue is full, count and log the loss."""
         if self._queue.qsize() >= self.queue_max:
             self.metrics.dropped.labels("queue_full").inc()
@@ -181,8 +181,8 @@ class EventSink:
         if item is _STOP:
             return None
         try:
-            event: InferenceEvent | FeedbackEvent | AuditEvent
-            if isinstance(item, AuditEvent):
+            event: InferenceEvent | FeedbackEvent | AuditEvent | DeploymentEvent
+            if isinstance(item, AuditEvent | DeploymentEvent):  # built by the gateway: nothing to redact
                 event = item
             elif isinstance(item, Exchange):
                 event = inference_event(item, self.redactor, self.rules)

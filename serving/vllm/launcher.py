@@ -51,6 +51,8 @@ def vllm_command(settings: Settings, model: str) -> list[str]:
         "--max-model-len", str(serving.max_model_len),
         "--enable-lora",
         "--max-lora-rank", str(serving.max_lora_rank),
+        # With retraining on, a canary serves beside the stable adapter: room for both in a batch and in memory.
+        *(["--max-loras", "2", "--max-cpu-loras", "2"] if settings.training.enabled else []),
         *serving.vllm_extra_args,
     ]
 
