@@ -45,8 +45,9 @@ def _logging(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
-    the store, and the ingest worker; with LLMWATCH_SERVING__ENABLED=true also vLLM (unless
-    LLMWATCH_SERVING__VLLM_URL is set) and the gateway. Stop with Ctrl-C."""
+    the store, the ingest worker and the dashboard (unless LLMWATCH_DASHBOARD__ENABLED=false); with
+    LLMWATCH_SERVING__ENABLED=true also vLLM (unless LLMWATCH_SERVING__VLLM_URL is set) and the gateway.
+    Stop with Ctrl-C."""
     from processors.agents import run_worker
     from streams.kafka.broker import EmbeddedBroker
 
@@ -58,8 +59,13 @@ def up() -> None:
         broker = EmbeddedBroker(settings.embedded_kafka_port, log_file=settings.data_dir / "broker.log")
         broker.start()
         console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
-    serving = None
+    serving = dashboard = None
     try:
+        if settings.dashboard.enabled:
+            from llmwatch.dashboard.server import DashboardProcess
+
+            dashboard = DashboardProcess(settings, console.print)
+            dashboard.start()
         if settings.serving.enabled:
             from serving.stack import ServingStack
 
@@ -67,6 +73,8 @@ def up() -> None:
             serving.start()
         run_worker(settings)
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         if serving is not None:
             serving.stop()  # first: the gateway flushes its events while the broker still runs
         if broker is not None:
@@ -82,6 +90,18 @@ def gateway() -> None:
     settings = load_settings()
     _logging(settings)
     run_gateway(settings)
+
+
+@app.command()
+def dashboard() -> None:
+    """Run only the web dashboard on LLMWATCH_DASHBOARD__HOST:PORT (127.0.0.1:8090): Overview, Alerts, Loop,
+    Requests and Dead letters, read-only, through the same path as `llmwatch sql`. Beyond loopback it needs
+    LLMWATCH_DASHBOARD__API_KEYS (a JSON list; a browser asks for one as a password)."""
+    from llmwatch.dashboard.server import run_dashboard
+
+    settings = load_settings()
+    _logging(settings)
+    run_dashboard(settings)
 
 
 @app.command()
@@ -217,5 +237,5 @@ def main() -> None:
     except ModuleNotFoundError as exc:
         err_console.print(f"[red]error:[/] this command needs `{exc.name}`, which comes with an extra: "
                           "pip install 'llmwatch[worker]' (the worker), '[serving]' (the gateway), "
-                          "'[train]' (retraining) or '[all]'")
+                          "'[dashboard]' (the web UI), '[train]' (retraining) or '[all]'")
         sys.exit(1)
