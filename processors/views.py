@@ -41,10 +41,13 @@ def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: C
                 "writer": {table: asdict(stats) for table, stats in writer.stats.items()},
             })
 
+    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition.
+    exposition = "; ".join(p for p in CONTENT_TYPE_LATEST.split("; ") if not p.startswith("charset"))
+
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+            return self.bytes(generate_latest(registry), content_type=exposition)
 
     @app.page("/llmwatch/sql")
     class Sql(View):

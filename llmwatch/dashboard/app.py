@@ -12,6 +12,7 @@ import binascii
 import contextlib
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -40,6 +41,7 @@ HERE = Path(__file__).parent
 PAGES = [("/", "Overview"), ("/alerts", "Alerts"), ("/loop", "Loop"), ("/requests", "Requests"),
          ("/dead-letters", "Dead letters")]
 REFRESH_CHOICES = (0, 5, 10, 30, 60)
+_TIME_TEXT = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d")
 
 
 @cache
@@ -63,7 +65,8 @@ def cell(value: Any) -> str:
         return ", ".join(f"{k}={v}" for k, v in value.items() if v not in ("", None))
     if isinstance(value, list | tuple):
         return ", ".join(cell(v) for v in value)
-    return str(value)
+    text = str(value)
+    return text[:19] if _TIME_TEXT.match(text) else text  # a time that came through the worker as text
 
 
 def raw_text(encoded: str, limit: int = 4096) -> str:
@@ -222,7 +225,7 @@ def _timeline_figure(timeline: list[dict[str, Any]]) -> dict[str, Any]:
                        "x": [charts.utc_text(r["timestamp"]) for r in rows], "y": [r["rule"] for r in rows],
                        "text": [f"{charts.series_name(r)} {cell(r['value'])}" for r in rows]})
     chart = charts.figure("timeline", "Firing and resolved", traces)
-    chart["layout"]["yaxis"] = {"type": "category"}
+    chart["layout"]["yaxis"] = {"type": "category", "automargin": True}
     return chart
 
 

@@ -21,19 +21,19 @@ def series_name(row: Row) -> str:
 
 
 def figure(chart_id: str, title: str, traces: list[dict[str, Any]], unit: str = "") -> dict[str, Any]:
-    return {
-        "id": chart_id,
-        "data": traces,
-        "layout": {
-            "title": {"text": title, "font": {"size": 14}},
-            "height": 260,
-            "margin": {"l": 50, "r": 10, "t": 36, "b": 30},
-            "xaxis": {"type": "date"},
-            "yaxis": {"title": {"text": unit}, "rangemode": "tozero"},
-            "legend": {"orientation": "h", "y": -0.2},
-            "showlegend": True,
-        },
+    layout: dict[str, Any] = {
+        "title": {"text": title, "font": {"size": 14}},
+        "height": 280,
+        "margin": {"l": 50, "r": 10, "t": 36, "b": 40},
+        "xaxis": {"type": "date", "automargin": True},
+        "yaxis": {"title": {"text": unit}, "rangemode": "tozero", "automargin": True},
+        "legend": {"orientation": "h", "y": -0.25},
+        "showlegend": True,
     }
+    if not traces:
+        layout["xaxis"]["visible"] = layout["yaxis"]["visible"] = False
+        layout["annotations"] = [{"text": "no points in this range", "showarrow": False, "font": {"color": "#6b7280"}}]
+    return {"id": chart_id, "data": traces, "layout": layout}
 
 
 def lines(rows: Sequence[Row], column: str, *, group: str | None = None, suffix: str = "",
