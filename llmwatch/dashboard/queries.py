@@ -54,11 +54,6 @@ def span(name: str, windows: Sequence[int]) -> Span:
     return Span(name, seconds, window, window * max(1, math.ceil(wanted / window)))
 
 
-OVERVIEW_NAMES = [
-    "requests", "error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms",
-    "toxic_rate", "feedback_count", "thumbs_down_rate", "correction_rouge_l_mean",
-]
-
 SERIES_SQL = """
 SELECT toStartOfInterval(window_start, toIntervalSecond({bucket:UInt32})) AS t, model, adapter,
        sum(n) AS requests,
@@ -76,27 +71,28 @@ SELECT toStartOfInterval(window_start, toIntervalSecond({bucket:UInt32})) AS t, 
        max(gap) AS bias_gap
 FROM (
     SELECT window_start, model, adapter, prompt_version,
-           ifNull(anyIf(value, name = 'requests'), 0) AS n,
-           anyIfOrNull(value, name = 'error_rate') AS err,
-           anyIfOrNull(value, name = 'toxic_rate') AS tox,
-           anyIfOrNull(value, name = 'latency_p50_ms') AS p50,
-           anyIfOrNull(value, name = 'latency_p95_ms') AS p95,
-           anyIfOrNull(value, name = 'latency_p99_ms') AS p99,
-           anyIfOrNull(value, name = 'ttft_p50_ms') AS ttft50,
-           anyIfOrNull(value, name = 'ttft_p95_ms') AS ttft95,
-           ifNull(anyIf(value, name = 'feedback_count'), 0) AS fb,
-           anyIfOrNull(value, name = 'thumbs_down_rate') AS down,
-           anyIfOrNull(value, name = 'correction_rouge_l_mean') AS rouge,
-           maxIfOrNull(value, name LIKE 'bias.%.gap') AS gap
-    FROM metric_points
-    WHERE (name IN {names:Array(String)} OR name LIKE 'bias.%.gap')
-      AND window_seconds = {window:UInt32} AND model != ''
-      AND window_start >= now64(3) - toIntervalSecond({range:UInt32})
+           argMaxMerge(requests) AS n_, if(isNaN(n_), 0, n_) AS n,
+           argMaxMerge(error_rate) AS err_, if(isNaN(err_), NULL, err_) AS err,
+           argMaxMerge(toxic_rate) AS tox_, if(isNaN(tox_), NULL, tox_) AS tox,
+           argMaxMerge(latency_p50_ms) AS p50_, if(isNaN(p50_), NULL, p50_) AS p50,
+           argMaxMerge(latency_p95_ms) AS p95_, if(isNaN(p95_), NULL, p95_) AS p95,
+           argMaxMerge(latency_p99_ms) AS p99_, if(isNaN(p99_), NULL, p99_) AS p99,
+           argMaxMerge(ttft_p50_ms) AS ttft50_, if(isNaN(ttft50_), NULL, ttft50_) AS ttft50,
+           argMaxMerge(ttft_p95_ms) AS ttft95_, if(isNaN(ttft95_), NULL, ttft95_) AS ttft95,
+           argMaxMerge(feedback_count) AS fb_, if(isNaN(fb_), 0, fb_) AS fb,
+           argMaxMerge(thumbs_down_rate) AS down_, if(isNaN(down_), NULL, down_) AS down,
+           argMaxMerge(correction_rouge_l_mean) AS rouge_, if(isNaN(rouge_), NULL, rouge_) AS rouge,
+           argMaxMerge(bias_gap) AS gap_, if(isNaN(gap_), NULL, gap_) AS gap
+    FROM overview_windows
+    WHERE window_seconds = {window:UInt32} AND window_start >= now64(3) - toIntervalSecond({range:UInt32})
     GROUP BY window_start, model, adapter, prompt_version
 )
 GROUP BY t, model, adapter
 ORDER BY t, model, adapter
+SETTINGS final = 0
 """
+"""`overview_windows` (migration 0009) is the metric points pivoted per window and series as they are stored;
+its states merge in the GROUP BY, so FINAL (which every other read uses) would only add work."""
 
 DRIFT_SQL = """
 SELECT toStartOfInterval(window_start, toIntervalSecond({bucket:UInt32})) AS t, labels['feature'] AS feature,
@@ -152,7 +148,7 @@ def summary(rows: Sequence[Mapping[str, Any]], seconds: int) -> list[dict[str, A
 
 
 def overview(read: Read, chosen: Span) -> dict[str, Any]:
-    rows = records(read, SERIES_SQL, {**chosen.parameters, "names": OVERVIEW_NAMES})
+    rows = records(read, SERIES_SQL, chosen.parameters)
     return {
         "firing": records(read, FIRING_SQL),
         "series": rows,

@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from llmwatch.dashboard.app import create_app
-from llmwatch.dashboard.queries import find_requests
+from llmwatch.dashboard.queries import find_requests, overview, span
 from schemas.events import AlertEvent, DeadLetterEvent, FeedbackEvent, MetricPoint, ScoredInferenceEvent
 from streams.settings import Dashboard, Metrics, Settings
 from streams.store.runner import StoreRunner
@@ -121,3 +121,21 @@ def test_a_key_is_asked_for_when_one_is_configured(stored: StoreRunner) -> None:
     assert locked.get("/", auth=("anyone", "s3cret")).status_code == 200
     assert locked.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert locked.get("/", headers={"X-API-Key": "wrong"}).status_code == 401
+
+
+def test_replayed_and_recomputed_points_count_once_with_the_newest_value(store: StoreRunner) -> None:
+    """What FINAL gives the other reads, the Overview's pivoted table (migration 0009) gives too."""
+    writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
+    first = [point("requests", 40, 3, model="replayed"), point("latency_p99_ms", 900, 3, model="replayed"),
+             point("bias.sentiment.gap", 0.4, 3, model="replayed", attribute="cohort")]
+    later = NOW + timedelta(seconds=30)
+    recomputed = [p.model_copy(update={"timestamp": later, "value": v}) for p, v in zip(first, (40, 700, 0.1),
+                                                                                       strict=True)]
+    for batch in (first, first, recomputed):  # a replay, then the feedback-horizon pass
+        assert asyncio.run(writer.write(batch)) == []  # type: ignore[arg-type]
+    data = overview(reader(store), span("1h", (60,)))
+    line = next(s for s in data["summary"] if s["model"] == "replayed")
+    assert line["requests"] == 40
+    assert line["latency_p99_ms"] == pytest.approx(700)
+    assert line["bias_gap"] == pytest.approx(0.1)
+    assert line["error_rate"] is None  # no error_rate point: absent, not zero
