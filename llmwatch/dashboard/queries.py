@@ -91,7 +91,7 @@ GROUP BY t, model, adapter
 ORDER BY t, model, adapter
 SETTINGS final = 0
 """
-"""`overview_windows` (migration 0009) is the metric points pivoted per window and series as they are stored;
+"""`overview_windows` (migration 0009_dashboard) is the metric points pivoted per window and series as they are stored;
 its states merge in the GROUP BY, so FINAL (which every other read uses) would only add work."""
 
 DRIFT_SQL = """

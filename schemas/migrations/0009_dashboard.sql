@@ -70,3 +70,12 @@ WHERE model != '' AND (name IN ('requests', 'error_rate', 'toxic_rate', 'latency
                                 'latency_p99_ms', 'ttft_p50_ms', 'ttft_p95_ms', 'feedback_count',
                                 'thumbs_down_rate', 'correction_rouge_l_mean') OR name LIKE 'bias.%.gap')
 GROUP BY window_seconds, window_start, model, adapter, prompt_version;
+
+-- The Requests page finds a request by id, user or session: skip indexes, so that a lookup reads the few
+-- granules that may hold it instead of the whole table (the table is sorted by model and time).
+ALTER TABLE inference_events ADD INDEX IF NOT EXISTS request_id_bloom request_id TYPE bloom_filter(0.01) GRANULARITY 1;
+ALTER TABLE inference_events ADD INDEX IF NOT EXISTS user_id_bloom user_id TYPE bloom_filter(0.01) GRANULARITY 1;
+ALTER TABLE inference_events ADD INDEX IF NOT EXISTS session_id_bloom session_id TYPE bloom_filter(0.01) GRANULARITY 1;
+ALTER TABLE inference_events MATERIALIZE INDEX request_id_bloom;
+ALTER TABLE inference_events MATERIALIZE INDEX user_id_bloom;
+ALTER TABLE inference_events MATERIALIZE INDEX session_id_bloom;
