@@ -78,6 +78,10 @@ ARRAY JOIN {points:Array(Tuple(String, String, String, Float64))} AS p
 """
 
 
+def scalar(client: Any, sql: str) -> int:
+    return int(client.query(sql).result_rows[0][0])
+
+
 def fill(client: Any, events: int) -> dict[str, float]:
     took = {}
     started = time.monotonic()
@@ -126,10 +130,10 @@ def main() -> None:
         log(f"filling {args.events:,} inference events and their metric points (load {load_average()[0]:.1f})")
         took = fill(client, args.events)
         settle = time.monotonic()
-        while int(client.command("SELECT count() FROM system.merges")) and time.monotonic() - settle < 300:
+        while scalar(client, "SELECT count() FROM system.merges") and time.monotonic() - settle < 300:
             time.sleep(1)  # measure the steady state, not the merges that follow a bulk fill
-        counts = {t: int(client.command(f"SELECT count() FROM {t}")) for t in ("inference_events", "metric_points")}
-        parts = {t: int(client.command(f"SELECT count() FROM system.parts WHERE active AND table = '{t}'"))
+        counts = {t: scalar(client, f"SELECT count() FROM {t}") for t in ("inference_events", "metric_points")}
+        parts = {t: scalar(client, f"SELECT count() FROM system.parts WHERE active AND table = '{t}'")
                  for t in (*counts, "overview_windows")}
         log(f"filled: {counts} in {took}; active parts {parts}")
 

@@ -13,7 +13,16 @@ from starlette.testclient import TestClient
 
 from llmwatch.dashboard.app import create_app
 from llmwatch.dashboard.queries import find_requests, overview, span
-from schemas.events import AlertEvent, DeadLetterEvent, FeedbackEvent, MetricPoint, ScoredInferenceEvent
+from schemas.events import (
+    AlertEvent,
+    DeadLetterEvent,
+    DeploymentEvent,
+    FeedbackEvent,
+    MetricPoint,
+    ModelCandidateEvent,
+    ScoredInferenceEvent,
+    TrainingRunEvent,
+)
 from streams.settings import Dashboard, Metrics, Settings
 from streams.store.runner import StoreRunner
 from streams.store.sql import QueryResult, run_query
@@ -139,3 +148,25 @@ def test_replayed_and_recomputed_points_count_once_with_the_newest_value(store: 
     assert line["latency_p99_ms"] == pytest.approx(700)
     assert line["bias_gap"] == pytest.approx(0.1)
     assert line["error_rate"] is None  # no error_rate point: absent, not zero
+
+
+def test_the_loop_page_follows_an_alert_to_its_run_adapter_and_deployment(stored: StoreRunner,
+                                                                          client: TestClient) -> None:
+    alert_id = asyncio.run(stored.call_in_own_session(
+        run_query, "SELECT event_id FROM alerts WHERE rule = 'dash_latency'")).rows[0][0]
+    writer = ClickHouseWriter(stored, max_rows=100, max_backoff_seconds=1)
+    loop = [[TrainingRunEvent(run_id="run-1", status="running", base_model="dash-model", trigger_alert_id=alert_id,
+                              timestamp=NOW - timedelta(minutes=5)),
+             TrainingRunEvent(run_id="run-1", status="succeeded", base_model="dash-model", trigger_alert_id=alert_id,
+                              metrics={"loss": 0.05}, timestamp=NOW - timedelta(minutes=2))],
+            [ModelCandidateEvent(run_id="run-1", base_model="dash-model", adapter_name="dash-v2", adapter_uri="/a",
+                                 eval_metrics={"rouge_l": 0.7}, passed_gate=True, gate_reason="better", timestamp=NOW)],
+            [DeploymentEvent(deployment_id="d-1", base_model="dash-model", adapter_name="dash-v2", action="canary",
+                             status="succeeded", traffic_percent=10, timestamp=NOW)]]
+    for batch in loop:
+        assert asyncio.run(writer.write(batch)) == []  # type: ignore[arg-type]
+    page = client.get("/loop").text
+    lineage = page[page.index('id="lineage"'):page.index("</table>", page.index('id="lineage"'))]
+    cells = re.findall(r"<td>(.*?)</td>", lineage)
+    assert cells == ["dash_latency", "run-1", "succeeded", "dash-v2", "yes", "canary", "10"]
+    assert 'data-target="chart-canary"' in page and "loss=0.05" in page

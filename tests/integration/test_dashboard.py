@@ -70,13 +70,16 @@ def traffic(watched: Worker) -> Traffic:
     sent = feedback = 0
     with watched.publisher() as publisher:
         start = time.monotonic()
-        while time.monotonic() - start < 7:  # windows close on the clock: several 2-s windows per model
+        while time.monotonic() - start < 8:  # windows close on the clock: several 2-s windows per model
             for model, adapter in MODELS:
                 request_id = searched if sent == 0 else f"dash-{run}-{sent}"
+                slow = 2.0 if adapter is None else 1.0
+                toxic = adapter is None and sent % 13 == 5
                 publisher.publish(InferenceEvent(
-                    request_id=request_id, model=model, adapter=adapter, latency_ms=100.0 + (sent % 50) * 10,
-                    ttft_ms=40.0, messages=[{"role": "user", "content": "How do I reset my password?"}],
-                    response_text="Open Settings, then Security.", user_id=f"user-{sent % 3}",
+                    request_id=request_id, model=model, adapter=adapter, latency_ms=slow * (100.0 + (sent % 50) * 10),
+                    ttft_ms=slow * 40.0, messages=[{"role": "user", "content": "How do I reset my password?"}],
+                    response_text="Shut up, you worthless idiot." if toxic else "Open Settings, then Security.",
+                    status="error" if sent % 17 == 3 else "ok", user_id=f"user-{sent % 3}",
                     session_id=f"session-{run}", prompt_tokens=9, completion_tokens=7))
                 sent += 1
             if sent % 10 == 0:
