@@ -1,8 +1,9 @@
 """The dashboard's Overview on real volumes: each of its queries, and the whole page, over an embedded store
-holding N inference events (10,000,000 by default) spread over the last day, plus the metric points the window
-job would have computed from them (10-s and 60-s windows, 16 series, bias and drift points) and a few alerts.
+holding N inference events (10,000,000 by default) spread over the last days (7 by default), plus the metric
+points the window job would have computed from them (10-s and 60-s windows, 16 series, bias and drift points)
+and a few alerts.
 
-    python benchmarks/dashboard.py --out benchmarks/RESULTS.md
+    python benchmarks/dashboard.py --out benchmarks/RESULTS.md          # 10 M events over 7 days
 
 Rows are made in the store by INSERT ... SELECT (the worker would take hours to ingest 10 M events here); the
 queries are the dashboard's own, run the way the worker runs a `llmwatch sql` query (`run_query` on a client
@@ -13,6 +14,7 @@ query within 300 ms at p95 for every range.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import sys
 import tempfile
@@ -26,11 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
     Contention,
     MachineCpu,
+    add_quiet_args,
     code_state,
     load_average,
     log,
     machine,
     pct,
+    wait_for_quiet,
     write_section,
 )
 from llmwatch.dashboard import queries  # noqa: E402
@@ -54,7 +58,8 @@ INFERENCE_SQL = """
 INSERT INTO inference_events (event_id, schema_version, timestamp, request_id, model, adapter, prompt, response_text,
     prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, prompt_template, prompt_template_version, user_id,
     session_id, cohort, language, prompt_toxicity, response_toxicity, toxic, refusal, sentiment, prompt_length)
-SELECT generateUUIDv4(number), 1, now64(3) - toIntervalMillisecond(intDiv(number * 86400000, {n:UInt64})),
+SELECT generateUUIDv4(number), 1,
+       now64(3) - toIntervalMillisecond(intDiv(number * 86400000 * {days:UInt32}, {n:UInt64})),
        concat('bench-', toString(number)), concat('model-', toString(number % 4)),
        if(intDiv(number, 4) % 2 = 0, NULL, 'adapter-v1'), 'How do I reset my password?',
        'Open Settings, then Security.', 9, 7, 100 + cityHash64(number) % 2000, 20 + cityHash64(number, 1) % 200,
@@ -70,9 +75,9 @@ INSERT INTO metric_points (event_id, schema_version, timestamp, name, value, win
     adapter, prompt_version, labels)
 SELECT generateUUIDv4(), 1, now64(3), p.1, 0.05 + (cityHash64(w, p.1, s.1, s.2, s.3) % 1000) * p.4, w,
        {seconds:UInt32}, s.1, s.2, s.3, CAST(if(p.2 = '', [], [(p.2, p.3)]), 'Map(String, String)')
-FROM (SELECT toDateTime64(toStartOfInterval(now() - INTERVAL 1 DAY, toIntervalSecond({seconds:UInt32})), 3, 'UTC')
-             + toIntervalSecond(number * {seconds:UInt32}) AS w
-      FROM numbers(intDiv(86400, {seconds:UInt32})))
+FROM (SELECT toDateTime64(toStartOfInterval(now() - toIntervalDay({days:UInt32}), toIntervalSecond({seconds:UInt32})),
+                           3, 'UTC') + toIntervalSecond(number * {seconds:UInt32}) AS w
+      FROM numbers(intDiv(86400 * {days:UInt32}, {seconds:UInt32})))
 ARRAY JOIN {series:Array(Tuple(String, String, String))} AS s
 ARRAY JOIN {points:Array(Tuple(String, String, String, Float64))} AS p
 """
@@ -82,10 +87,10 @@ def scalar(client: Any, sql: str) -> int:
     return int(client.query(sql).result_rows[0][0])
 
 
-def fill(client: Any, events: int) -> dict[str, float]:
+def fill(client: Any, events: int, days: int) -> dict[str, float]:
     took = {}
     started = time.monotonic()
-    client.command(INFERENCE_SQL, parameters={"n": events}, settings={"max_insert_threads": 2})
+    client.command(INFERENCE_SQL, parameters={"n": events, "days": days}, settings={"max_insert_threads": 2})
     took["inference_events"] = time.monotonic() - started
     started = time.monotonic()
     for seconds in WINDOWS:
@@ -93,8 +98,8 @@ def fill(client: Any, events: int) -> dict[str, float]:
         points += [(f"bias.{m}.gap", "attribute", f"attr-{i}", 0.0005)
                    for i in range(BIAS_POINTS[seconds] // 4) for m in ("toxicity_rate", "refusal_rate",
                                                                          "negative_feedback_rate", "sentiment")]
-        client.command(POINTS_SQL, parameters={"seconds": seconds, "series": SERIES, "points": points})
-        client.command(POINTS_SQL, parameters={"seconds": seconds, "series": [("", "", "")],
+        client.command(POINTS_SQL, parameters={"seconds": seconds, "days": days, "series": SERIES, "points": points})
+        client.command(POINTS_SQL, parameters={"seconds": seconds, "days": days, "series": [("", "", "")],
                                                "points": [(n, "feature" if f else "", f, 0.001) for n, f in GLOBAL]})
     took["metric_points"] = time.monotonic() - started
     client.command("INSERT INTO alerts (event_id, schema_version, timestamp, rule, state, severity, metric, value, "
@@ -107,7 +112,7 @@ def fill(client: Any, events: int) -> dict[str, float]:
 
 
 def timed(client: Any, sql: str, parameters: Mapping[str, Any], repeat: int) -> list[float]:
-    for _ in range(2):
+    for _ in range(5):
         run_query(client, sql, parameters)
     samples = []
     for _ in range(repeat):
@@ -120,15 +125,17 @@ def timed(client: Any, sql: str, parameters: Mapping[str, Any], repeat: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=7, help="spread events and metric points over this many days")
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per query and range")
     parser.add_argument("--out", type=Path, help="write the section into this results file")
+    add_quiet_args(parser)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="llmwatch-dashboard-bench-"))
     try:
         client = connect(f"chdb://{folder}")
         migrate(client, Retention())
         log(f"filling {args.events:,} inference events and their metric points (load {load_average()[0]:.1f})")
-        took = fill(client, args.events)
+        took = fill(client, args.events, args.days)
         settle = time.monotonic()
         while scalar(client, "SELECT count() FROM system.merges") and time.monotonic() - settle < 300:
             time.sleep(1)  # measure the steady state, not the merges that follow a bulk fill
@@ -144,6 +151,7 @@ def main() -> None:
             finally:
                 own.close()
 
+        asyncio.run(wait_for_quiet(args.quiet_cores, args.quiet_wait))
         load_before = load_average()
         first = MachineCpu.now()
         rows = []
@@ -179,13 +187,14 @@ def main() -> None:
         "",
         "    python benchmarks/dashboard.py --out benchmarks/RESULTS.md",
         "",
-        f"Store: {counts['inference_events']:,} inference events over the last 24 h (16 series: 4 models x 2 "
-        f"adapters x 2 prompt versions) and {counts['metric_points']:,} metric points for 10-s and 60-s windows "
+        f"Store: {counts['inference_events']:,} inference events over the last {args.days} day(s) (16 series: 4 "
+        f"models x 2 adapters x 2 prompt versions) and {counts['metric_points']:,} metric points for 10-s and 60-s "
+        "windows "
         f"(the window job's names per series, {BIAS_POINTS[10]}/{BIAS_POINTS[60]} bias points per series and "
         f"window, drift points), filled by INSERT ... SELECT in {took['inference_events']:.0f} s and "
-        f"{took['metric_points']:.0f} s; active parts at measurement: {parts}. Each query: 2 warm-up runs, then "
+        f"{took['metric_points']:.0f} s; active parts at measurement: {parts}. Each query: 5 warm-up runs, then "
         f"{args.repeat} timed (`run_query`, read-only, parameters bound; the series query reads `overview_windows`, "
-        "migration 0009, the others FINAL); the whole page opens a client per query as the worker does (about "
+        "migration 0009; every read FINAL); the whole page opens a client per query as the worker does (about "
         "11 ms each). The loopback HTTP hop to the worker is not included.",
         "",
         "| range | window / bucket | query | rows out | p50 (ms) | p95 (ms) |",
