@@ -22,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Dependencies first, read from pyproject.toml alone, so that a code change does not reinstall them.
 COPY pyproject.toml /tmp/pyproject.toml
-# An extra may name others (`all` is llmwatch[worker,serving,train]): those are expanded here.
+# An extra may name others (`all` is llmwatch[worker,serving,dashboard,train]): those are expanded here.
 RUN python -c "import os, tomllib; \
 p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
 reqs = lambda e: [x for r in p['optional-dependencies'][e] for x in \

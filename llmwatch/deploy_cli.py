@@ -28,7 +28,7 @@ def _routes(settings: Settings) -> dict[str, dict[str, float]]:
     from serving.gateway.route_events import current_routes_sql
     from streams.store.sql import query
 
-    rows = query(settings, current_routes_sql(settings.serving.served_model_name), direct=False).rows
+    rows = query(settings, current_routes_sql(settings.serving.served_model_name), open_store=False).rows
     return {route: {k: float(v) for k, v in dict(weights).items()} for route, weights, _ in rows if weights}
 
 

@@ -24,6 +24,7 @@ from processors.embedding import Embedder
 from processors.ingest import Ingest
 from processors.pricing import PriceBook
 from processors.scoring import Scorers, scored_rows
+from processors.telemetry import WorkerMetrics
 from processors.text_signals import GroupLexicon
 from processors.toxicity import load_toxicity_scorer
 from processors.validation import Limits, RawRecord, decode
@@ -76,6 +77,29 @@ def publisher(app: faust.App, settings: Settings) -> Callable[[Sequence[Event]],
 def kafka_timestamp_ms(message: Message) -> int | None:
     """The record's own timestamp (Faust gives seconds), which a replay reads back unchanged."""
     return round(message.timestamp * 1000) if message.timestamp and message.timestamp > 0 else None
+
+
+def consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
+    """High watermark (from the last fetch) minus committed offset, per partition this worker holds; a
+    partition neither fetched nor committed yet is left out rather than guessed."""
+    try:
+        consumer = app.consumer
+        assigned = consumer.assignment()
+    except Exception:  # not started, or between rebalances: nothing to say yet
+        return {}
+    lag = {}
+    for tp in assigned:
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            continue
+        committed = app.monitor.tp_committed_offsets.get(tp)
+        if committed is None:
+            read = app.monitor.tp_read_offsets.get(tp)
+            committed = None if read is None else read + 1
+        if highwater is not None and committed is not None:
+            lag[(tp.topic, tp.partition)] = max(highwater - committed, 0)
+    return lag
 
 
 def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
@@ -147,9 +171,10 @@ def register_alerts(app: faust.App, settings: Settings, engine: AlertEngine, lim
 def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder | None]:
     app = create_app(settings)
     publish = publisher(app, settings)
-    writer = ClickHouseWriter(
-        store, max_rows=settings.insert_max_rows, max_backoff_seconds=settings.retry_max_backoff_seconds
-    )
+    telemetry = WorkerMetrics()
+    writer = ClickHouseWriter(store, max_rows=settings.insert_max_rows,
+                              max_backoff_seconds=settings.retry_max_backoff_seconds,
+                              observe_insert=telemetry.observe_insert)
     metrics = settings.metrics
     lexicon = GroupLexicon.load(metrics.group_lexicon)
     cost = settings.cost
@@ -180,7 +205,9 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         bias_min_samples=metrics.bias_min_samples, bias_attributes=("cohort", "language", *lexicon.categories()),
         top_users=settings.cost.top_users,
     )
-    register_metrics(app, WindowJob(StoreWindowReader(store), publish, plan), embedder)
+    register_metrics(app, WindowJob(StoreWindowReader(store), publish, plan, observe=telemetry.observe_window),
+                     embedder)
+    engine, webhooks = None, None
     if settings.alerts.enabled:
         alerts = settings.alerts
         webhooks = WebhookSender(timeout_seconds=alerts.webhook_timeout_seconds,
@@ -190,8 +217,9 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
                              publish, webhooks, complete_timeout_seconds=alerts.complete_timeout_seconds,
                              audit=publish)
         register_alerts(app, settings, engine, limits)
+    telemetry.count(ingest, writer.stats, partial(consumer_lag, app), engine, webhooks)
     token = secrets.token_urlsafe(24)
-    register_views(app, store, ingest, writer, token)
+    register_views(app, store, ingest, writer, token, telemetry.registry)
 
     @app.task
     async def announce() -> None:

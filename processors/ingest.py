@@ -42,6 +42,9 @@ class Ingest:
         self.enrich = enrich or {}
         self.observe = observe or {}
         self.counts: dict[str, IngestCounts] = {}
+        """Per table (what `/llmwatch/health` shows)."""
+        self.by_topic: dict[str, IngestCounts] = {}
+        """Per input topic (what `/metrics` shows)."""
 
     async def __call__(self, records: Sequence[RawRecord], model: type[Event]) -> None:
         """Store one batch. Returns only when every record is a row or a dead letter: then it may be acked."""
@@ -65,10 +68,16 @@ class Ingest:
         if model in self.observe:
             refused = {r.index for r in rejected}
             self.observe[model]([e for i, e in enumerate(events) if i not in refused])
-        counts = self.counts.setdefault(model.table, IngestCounts())
-        counts.received += len(records)
-        counts.stored += len(good) - len(rejected)
-        counts.dead_lettered += len(dead)
-        counts.dead_letters_unstored += len(unstored)
+        reasons: dict[str, int] = {}
         for letter in dead:
-            counts.by_reason[letter.reason] = counts.by_reason.get(letter.reason, 0) + 1
+            reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
+        tallies = [self.counts.setdefault(model.table, IngestCounts())]
+        if records:
+            tallies.append(self.by_topic.setdefault(records[0].topic, IngestCounts()))
+        for counts in tallies:
+            counts.received += len(records)
+            counts.stored += len(good) - len(rejected)
+            counts.dead_lettered += len(dead)
+            counts.dead_letters_unstored += len(unstored)
+            for reason, number in reasons.items():
+                counts.by_reason[reason] = counts.by_reason.get(reason, 0) + number

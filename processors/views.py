@@ -1,5 +1,6 @@
-"""The worker's HTTP face on loopback: health and counts for operators, read-only SQL for `llmwatch sql`,
-and llmwatch's own few writes (`streams.store.admin`) for the CLI while this worker owns the store."""
+"""The worker's HTTP face on loopback: health and counts for operators, Prometheus metrics, read-only SQL for
+`llmwatch sql` and the dashboard, and llmwatch's own few writes (`streams.store.admin`) for the CLI while this
+worker owns the store."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from processors.ingest import Ingest
 from schemas.errors import StoreError
@@ -19,7 +21,7 @@ from streams.store.writer import ClickHouseWriter
 
 
 def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: ClickHouseWriter,
-                   token: str) -> None:
+                   token: str, registry: CollectorRegistry) -> None:
     def authorised(request: Request) -> bool:
         return hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
 
@@ -39,16 +41,25 @@ def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: C
                 "writer": {table: asdict(stats) for table, stats in writer.stats.items()},
             })
 
+    # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition.
+    exposition = "; ".join(p for p in CONTENT_TYPE_LATEST.split("; ") if not p.startswith("charset"))
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(registry), content_type=exposition)
+
     @app.page("/llmwatch/sql")
     class Sql(View):
         async def post(self, request: Request) -> Response:
             if not authorised(request):
                 return self.error(401, "missing or wrong token: use `llmwatch sql`, which reads worker.json")
-            sql = (await body(request) or {}).get("query")
-            if not isinstance(sql, str) or not sql.strip():
-                return self.error(400, 'send {"query": "SELECT ..."}')
+            sent = await body(request) or {}
+            sql, parameters = sent.get("query"), sent.get("parameters") or {}
+            if not isinstance(sql, str) or not sql.strip() or not isinstance(parameters, dict):
+                return self.error(400, 'send {"query": "SELECT ... {name:Type}", "parameters": {"name": value}}')
             try:
-                result = await store.call_in_own_session(run_query, sql)
+                result = await store.call_in_own_session(run_query, sql, parameters)
             except StoreError as exc:
                 return self.error(400, str(exc))
             return self.bytes(result.to_json(), content_type="application/json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from schemas.events import MetricPoint, utcnow
 log = logging.getLogger(__name__)
 
 PublishMetrics = Callable[[Sequence[MetricPoint]], Awaitable[None]]
+ObserveWindow = Callable[[int, bool, float], None]
+"""(window seconds, feedback-horizon pass, seconds taken): told after each window is computed."""
 
 COMPLETE = "window.complete"
 """The marker point: published after every other point of a window's pass is stored."""
@@ -71,7 +74,8 @@ class WindowPlan:
 
 class WindowJob:
     def __init__(self, reader: WindowReader, publish: PublishMetrics, settings: WindowPlan,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, observe: ObserveWindow | None = None) -> None:
+        self.observe = observe
         self.reader = reader
         self.publish = publish
         self.settings = settings
@@ -123,11 +127,14 @@ class WindowJob:
         return markers
 
     async def compute(self, window: Window, *, feedback_only: bool = False) -> list[MetricPoint]:
+        started = time.perf_counter()
         inference = await self.reader.inference(window.start, window.end)
         feedback = await self.reader.feedback(window.start, window.end)
         drift_inputs = None if feedback_only else await self._drift_inputs(window)
         # On a thread of its own: a busy window must not hold up the event loop that ingests.
         values = await asyncio.to_thread(self._families, window, inference, feedback, drift_inputs, feedback_only)
+        if self.observe is not None:
+            self.observe(window.seconds, feedback_only, time.perf_counter() - started)
         computed_at = self.clock()
         points = with_completion(window, values, computed_at)
         if points:

@@ -225,6 +225,21 @@ class Deploy(BaseModel):
             raise ValueError(f"deploy.steps {list(steps)} must rise strictly, each above 0 and at most 100, and "
                              "end at 100, e.g. LLMWATCH_DEPLOY__STEPS='[10, 50, 100]'")
         return steps
+class Dashboard(BaseModel):
+    """The built-in web UI (`llmwatch dashboard`, started by `llmwatch up`): read-only pages over the store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = Field(default=True, description="`llmwatch up` also starts the dashboard")
+    host: str = Field(default="127.0.0.1", description="binding beyond loopback needs api_keys")
+    port: int = Field(default=8090, ge=1, le=65535)
+    api_keys: list[SecretStr] = Field(default=[], description="keys (Bearer, X-API-Key or a Basic password)")
+    refresh_seconds: int = Field(default=10, ge=0, description="how often the Overview refreshes; 0: never")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
 
 
 class Settings(BaseSettings):
@@ -266,6 +281,7 @@ class Settings(BaseSettings):
     training: Training = Training()
     cost: Cost = Cost()
     deploy: Deploy = Deploy()
+    dashboard: Dashboard = Dashboard()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from processors.alerting import DEFAULT_RULES
 from processors.alerting.evaluation import AlertState, Evaluation, RuleSet, evaluate
 from processors.alerting.webhooks import WebhookSender
 from processors.ports import AlertStore, RowWriter
@@ -34,7 +35,7 @@ from schemas.rules import AlertRule, RulesError, RulesFile, load_rules
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
+__all__ = ["DEFAULT_RULES", "AlertEngine", "RulesSource"]
 PublishAlerts = Callable[[Sequence[AlertEvent]], Awaitable[None]]
 PublishAudit = Callable[[Sequence[AuditEvent]], Awaitable[None]]
 SeriesKey = tuple[datetime, int, str, str, str]

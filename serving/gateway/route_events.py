@@ -73,7 +73,7 @@ def events_from_rows(base_model: str, rows: Iterable[Sequence[Any]]) -> list[Dep
 def rebuild(settings: Settings, log_: RouteLog) -> bool:
     """True when the table answered and its routes are applied; without it the topic alone rebuilds them."""
     try:
-        result = query(settings, current_routes_sql(log_.router.base_model), timeout=15, direct=False)
+        result = query(settings, current_routes_sql(log_.router.base_model), timeout=15, open_store=False)
     except Exception as exc:  # no worker, store down: the topic still has every change
         log.warning("routes not rebuilt from the deployments table (%s): only llm.deployments rebuilds them", exc)
         return False

@@ -98,20 +98,25 @@ def ttl_clause(age_column: str, days: int) -> str:
     return f"toDateTime({age_column}) + toIntervalDay({days})"
 
 
+DERIVED_TABLES = (("overview_windows", "window_start", "metrics"),)
+"""(table, age column, retention kind) of tables that views fill from stored ones: they age with their source."""
+
+
 def apply_retention(client: Client, retention: Retention) -> None:
     """Set each table's TTL from settings, touching only tables whose TTL differs."""
-    for model in STORED_MODELS:
-        days = getattr(retention, f"{model.retention}_days")
+    tables = [(m.table, m.age_column, m.retention) for m in STORED_MODELS] + list(DERIVED_TABLES)
+    for table, age_column, kind in tables:
+        days = getattr(retention, f"{kind}_days")
         engine = client.command(
             "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            parameters={"t": model.table},
+            parameters={"t": table},
         )
-        wanted = ttl_clause(model.age_column, days) if days else None
+        wanted = ttl_clause(age_column, days) if days else None
         has_ttl = " TTL " in f" {engine} "
         if wanted is None and has_ttl:
-            client.command(f"ALTER TABLE {model.table} REMOVE TTL")
+            client.command(f"ALTER TABLE {table} REMOVE TTL")
         elif wanted is not None and wanted not in str(engine):
             client.command(
-                f"ALTER TABLE {model.table} MODIFY TTL {wanted}",
+                f"ALTER TABLE {table} MODIFY TTL {wanted}",
                 settings={"materialize_ttl_after_modify": 0},
             )

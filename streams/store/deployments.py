@@ -28,5 +28,5 @@ LIMIT %(limit)s
 
 def history(settings: Settings, base_model: str, limit: int) -> list[dict[str, Any]]:
     """Newest first, each with the adapter's training run and the alert that started it, where known."""
-    result = query(settings, finalize_query(HISTORY, {"model": base_model, "limit": int(limit)}), direct=False)
+    result = query(settings, finalize_query(HISTORY, {"model": base_model, "limit": int(limit)}), open_store=False)
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]

@@ -14,7 +14,9 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -45,10 +47,39 @@ class QueryResult:
         return json.dumps(asdict(self), default=str, ensure_ascii=False).encode()
 
 
-def run_query(client: Client, sql: str) -> QueryResult:
+Parameters = Mapping[str, Any]
+"""Values for the query's `{name:Type}` placeholders, bound by ClickHouse itself (never spliced into the SQL):
+strings, numbers, booleans, lists of them, or datetimes."""
+
+_PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def wire_parameters(parameters: Parameters | None) -> dict[str, Any]:
+    """Parameters as JSON can carry them and ClickHouse parses them: a datetime becomes UTC text."""
+
+    def value(item: Any) -> Any:
+        if isinstance(item, datetime):
+            moment = item.astimezone(UTC) if item.tzinfo else item
+            return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if isinstance(item, list | tuple):
+            return [value(v) for v in item]
+        if item is None or isinstance(item, str | int | float | bool):
+            return item
+        raise StoreError(f"query parameter of type {type(item).__name__} is not supported: "
+                         "use a string, a number, a boolean, a datetime or a list of them")
+
+    wired = {}
+    for name, item in (parameters or {}).items():
+        if not isinstance(name, str) or not _PARAMETER_NAME.match(name):
+            raise StoreError(f"query parameter name {name!r} is not a ClickHouse identifier")
+        wired[name] = value(item)
+    return wired
+
+
+def run_query(client: Client, sql: str, parameters: Parameters | None = None) -> QueryResult:
     """One analyst query, read-only; pass a client of its own (see `StoreRunner.call_in_own_session`)."""
     try:
-        result = client.query(sql, settings=ANALYST_SETTINGS)
+        result = client.query(sql, parameters=wire_parameters(parameters), settings=ANALYST_SETTINGS)
     except ClickHouseError as exc:
         message = str(exc).strip()
         if re.search(r"Code: 164\b|\(READONLY\)", message):
@@ -71,20 +102,26 @@ def running_worker(settings: Settings) -> dict[str, Any] | None:
     return info
 
 
-def query(settings: Settings, sql: str, *, timeout: float = 60.0, direct: bool = True) -> QueryResult:
-    """`direct=False`: never open an embedded store here (a long-lived process such as the trainer would hold it
-    and keep the worker from starting); without a running worker that is a StoreUnavailableError."""
+def query(settings: Settings, sql: str, parameters: Parameters | None = None, *, timeout: float = 60.0,
+          open_store: bool = True) -> QueryResult:
+    """Read-only SQL with `{name:Type}` placeholders bound to `parameters` by ClickHouse.
+
+    With the embedded store, through the worker that owns it; with none running, the store is opened here
+    unless `open_store` is false (a long-lived process must not: it would keep the store from the worker).
+    """
     worker = running_worker(settings) if settings.embedded_store else None
-    if worker is None and settings.embedded_store and not direct:
-        raise StoreUnavailableError(f"no worker owns the embedded store in {settings.data_dir}: start `llmwatch up` "
-                                    "(or `llmwatch worker`) first")
     if worker is None:
+        if settings.embedded_store and not open_store:
+            raise StoreUnavailableError(
+                f"no worker owns the embedded store in {settings.data_dir} yet: start `llmwatch up` (or "
+                "`llmwatch worker`) with the same LLMWATCH_DATA_DIR")
         client = connect(settings.store_dsn)
         try:
-            return run_query(client, sql)
+            return run_query(client, sql, parameters)
         finally:
             client.close()
-    return QueryResult(**post_to_worker(worker, "/llmwatch/sql", {"query": sql}, timeout))
+    body = {"query": sql, "parameters": wire_parameters(parameters)}
+    return QueryResult(**post_to_worker(worker, "/llmwatch/sql", body, timeout))
 
 
 def post_to_worker(worker: dict[str, Any], path: str, body: dict[str, Any], timeout: float) -> Any:

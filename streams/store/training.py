@@ -1,7 +1,7 @@
 """Reads for retraining: the rows a dataset is built from, the runs already made, the adapters serving.
 
 The trainer is not the store's owner: with the embedded store every read goes through the worker's HTTP
-(`sql.query(direct=False)`), so values arrive as JSON (times as text). The dataset query's text goes into
+(`sql.query(open_store=False)`), so values arrive as JSON (times as text). The dataset query's text goes into
 each adapter's lineage, so it is built here as plain SQL with its values bound in.
 """
 
@@ -40,7 +40,7 @@ LIMIT %(limit)s
 
 
 def records(settings: Settings, sql: str) -> list[dict[str, Any]]:
-    result = query(settings, sql, direct=False)
+    result = query(settings, sql, open_store=False)
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
 
@@ -54,7 +54,7 @@ def answered(settings: Settings, alert_id: UUID) -> bool:
     """Whether a run (of any outcome) has answered this alert already: an alert never trains twice."""
     sql = finalize_query("SELECT count() FROM training_runs WHERE trigger_alert_id = toUUID(%(id)s)",
                          {"id": str(alert_id)})
-    return int(query(settings, sql, direct=False).rows[0][0]) > 0
+    return int(query(settings, sql, open_store=False).rows[0][0]) > 0
 
 
 def unfinished_runs(settings: Settings) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +76,11 @@ class ClickHouseWriter:
         max_rows: int,
         max_backoff_seconds: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observe_insert: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`observe_insert(table, seconds)` is told how long each insert that succeeded took."""
         self.store = store
+        self._observe = observe_insert
         self.max_rows = max_rows
         self.max_backoff_seconds = max_backoff_seconds
         self.stats: dict[str, TableStats] = {}
@@ -98,6 +102,7 @@ class ClickHouseWriter:
                                stats: TableStats, rejected: list[Rejected]) -> None:
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
                 await self.store.call(_insert, model, rows[lo:hi])
             except Exception as exc:
@@ -113,6 +118,8 @@ class ClickHouseWriter:
                 continue
             stats.rows += hi - lo
             stats.inserts += 1
+            if self._observe is not None:
+                self._observe(model.table, time.perf_counter() - started)
             return
 
     async def _refused(self, model: type[Event], rows: Sequence[Sequence[Any]], lo: int, hi: int, exc: Exception,

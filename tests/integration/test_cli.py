@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -46,15 +47,20 @@ def test_exported_schemas_validate_what_producers_send(tmp_path: Path) -> None:
         raise AssertionError("a string latency passed the exported schema")
 
 
-def test_up_runs_broker_store_and_worker_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    kafka_port, web_port = free_port(), free_port()
+def test_up_runs_broker_store_worker_and_dashboard_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    kafka_port, web_port, dashboard_port = free_port(), free_port(), free_port()
     env = os.environ | {"LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(kafka_port),
-                        "LLMWATCH_WEB_PORT": str(web_port), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": ""}
+                        "LLMWATCH_WEB_PORT": str(web_port), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "",
+                        "LLMWATCH_DASHBOARD__PORT": str(dashboard_port)}
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen([sys.executable, "-m", "llmwatch", "up"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_until(lambda: (tmp_path / "worker.json").exists(), 90, "llmwatch up to be ready")
         assert port_open("127.0.0.1", kafka_port)
+        url = f"http://127.0.0.1:{dashboard_port}/"
+        assert f"dashboard on {url}" in (tmp_path / "up.log").read_text()
+        overview = wait_until(lambda: _get(url), 60, "the dashboard to answer")
+        assert "Firing now" in overview  # it read the store through the worker
         tables = llmwatch("sql", "SHOW TABLES", "--format", "csv", env=env)
         assert tables.returncode == 0, tables.stderr
         assert {"inference_events", "dead_letters", "schema_migrations"} <= set(tables.stdout.split())
@@ -64,9 +70,18 @@ def test_up_runs_broker_store_and_worker_and_stops_cleanly_on_ctrl_c(tmp_path: P
         if up.poll() is None:
             up.kill()
     assert not port_open("127.0.0.1", kafka_port), "the embedded broker outlived llmwatch up"
+    assert not port_open("127.0.0.1", dashboard_port), "the dashboard outlived llmwatch up"
     assert not (tmp_path / "worker.json").exists()
     again = llmwatch("sql", "SELECT count() FROM inference_events", "--format", "csv", env=env)
     assert again.returncode == 0 and again.stdout.splitlines()[1] == "0", again.stderr
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+    except OSError:
+        return None
 
 
 def test_a_bad_setting_is_explained_not_traced(tmp_path: Path) -> None:

@@ -359,10 +359,12 @@ def test_rows_the_store_refuses_are_dead_lettered_and_a_dead_letter_it_refuses_i
 
 
 def test_ctrl_c_stops_up_within_seconds_and_leaves_no_child(tmp_path: Path) -> None:
-    kafka_port, web_port = free_port(), free_port()
+    kafka_port, web_port, dashboard_port = free_port(), free_port(), free_port()
     env = os.environ | {"LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(kafka_port),
-                        "LLMWATCH_WEB_PORT": str(web_port), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": ""}
-    took = ctrl_c_and_check(tmp_path, env, lambda: (tmp_path / "worker.json").exists(), ports=[kafka_port])
+                        "LLMWATCH_WEB_PORT": str(web_port), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "",
+                        "LLMWATCH_DASHBOARD__PORT": str(dashboard_port)}
+    took = ctrl_c_and_check(tmp_path, env, lambda: (tmp_path / "worker.json").exists()
+                            and port_open("127.0.0.1", dashboard_port), ports=[kafka_port, dashboard_port])
     print(f"llmwatch up stopped {took:.1f} s after Ctrl-C")
 
 

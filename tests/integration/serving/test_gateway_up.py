@@ -29,6 +29,7 @@ def test_up_with_serving_answers_chat_and_stores_the_event(vllm: VllmServer, tmp
     env = os.environ | {
         "LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(free_port()),
         "LLMWATCH_WEB_PORT": str(free_port()), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "",
+        "LLMWATCH_DASHBOARD__PORT": str(free_port()),
         "LLMWATCH_SERVING__ENABLED": "true", "LLMWATCH_SERVING__VLLM_URL": vllm.url,
         "LLMWATCH_SERVING__PORT": str(gateway_port),
     }

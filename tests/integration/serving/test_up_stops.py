@@ -24,6 +24,7 @@ def test_ctrl_c_stops_up_with_serving_within_seconds_and_leaves_no_child(tmp_pat
     env = os.environ | {
         "LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(kafka_port),
         "LLMWATCH_WEB_PORT": str(free_port()), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "",
+        "LLMWATCH_DASHBOARD__PORT": str(free_port()),
         "LLMWATCH_SERVING__ENABLED": "true", "LLMWATCH_SERVING__PORT": str(gateway_port),
         "LLMWATCH_SERVING__VLLM_PORT": str(vllm_port), "LLMWATCH_SERVING__MODEL": str(ensure_model(model_cache())),
         "LLMWATCH_SERVING__VLLM_URL": "",
