@@ -15,6 +15,7 @@ from typing import Any, Literal
 import pytest
 
 from schemas import FeedbackEvent, InferenceEvent, MetricPoint
+from schemas.events import TrainingRunEvent
 from streams.settings import Metrics
 from tests.integration.conftest import Worker, to_env, wait_until
 
@@ -87,9 +88,22 @@ def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
         gap("bias.toxic_rate.gap", "cohort", "free", "pro", 0.9, minute - timedelta(hours=2)),  # too old
         gap("bias.toxic_rate", "cohort", "free", "pro", 0.8, minute),  # not a gap
     ]
+    hour = minute.replace(minute=0)
+    windows = [  # a 60-s window that is complete, and one whose window.complete never came
+        MetricPoint(name="latency_p99_ms", value=123.4, window_start=hour - timedelta(hours=1), window_seconds=60,
+                    model="readme-a"),
+        MetricPoint(name="window.complete", value=1, window_start=hour - timedelta(hours=1), window_seconds=60),
+        MetricPoint(name="latency_p99_ms", value=999.0, window_start=hour - timedelta(hours=1, minutes=1),
+                    window_seconds=60, model="readme-b"),
+    ]
+    runs = [TrainingRunEvent(run_id="readme-run", status="queued", base_model="readme-a",
+                             timestamp=minute, reason="alert p99"),
+            TrainingRunEvent(run_id="readme-run", status="succeeded", base_model="readme-a", dataset_size=40,
+                             timestamp=minute + timedelta(minutes=2), reason="passed the gate")]
     topics = worker.settings.topics
     with worker.publisher() as publisher:
-        sent: list[InferenceEvent | FeedbackEvent | MetricPoint] = [*a, *b, *feedback, *points]
+        sent: list[InferenceEvent | FeedbackEvent | MetricPoint | TrainingRunEvent] = [
+            *a, *b, *feedback, *points, *windows, *runs]
         for event in sent:
             publisher.publish(event)
         for _ in range(3):
@@ -99,6 +113,9 @@ def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
     counts = "SELECT (SELECT count() FROM inference_events), (SELECT count() FROM feedback_events), " \
              "(SELECT count() FROM dead_letters), (SELECT count() FROM metric_points WHERE name LIKE 'bias.%')"
     wait_until(lambda: worker.sql(counts) == [[10, len(feedback), 5, len(points)]], 120, "what was published")
+    wait_until(lambda: worker.sql("SELECT (SELECT count() FROM metric_points WHERE window_seconds = 60 AND "
+                                  "window_start < now() - INTERVAL 50 MINUTE), (SELECT count() FROM training_runs)")
+               == [[len(windows), len(runs)]], 120, "the window points and the training run")
     yield Published(worker, [*a, *b], minute)
     worker.stop()
 
@@ -140,7 +157,25 @@ def worst_disparities(rows: list[list[Any]], published: Published) -> None:
                     ["readme-a", "", "bias.refusal_rate.gap", "language", "de", "en", 0.1]]
 
 
+def complete_windows_only(rows: list[list[Any]], published: Published) -> None:
+    hour = published.first_minute.replace(minute=0)
+    assert [[minute_of(row[0]), *row[1:]] for row in rows] == [[hour - timedelta(hours=1), "readme-a", "", 123.0]]
+
+
+def cost_per_user(rows: list[list[Any]], published: Published) -> None:
+    requests = {row[1]: row[3] for row in rows}
+    assert requests == {"u-0": 2, "u-1": 2, "u-2": 2, "u-9": 4}
+    assert all(0 <= row[4] <= row[3] for row in rows), "unpriced requests are a share of the requests"
+
+
+def training_runs(rows: list[list[Any]], published: Published) -> None:
+    assert [row[:5] for row in rows] == [["readme-run", "readme-a", "succeeded", 40, "passed the gate"]]
+
+
 CHECKS = {
+    "name = 'latency_p99_ms' AND window_seconds = 60": complete_windows_only,
+    "sum(cost_total)": cost_per_user,
+    "FROM training_runs": training_runs,
     "quantiles(0.5, 0.95, 0.99)(latency_ms)": latency_per_model,
     "AS error_rate": error_rate_per_minute,
     "AS thumbs_down_rate": thumbs_down_rate,
