@@ -310,7 +310,7 @@ def test_offsets_stay_uncommitted_while_the_store_is_down_and_the_backlog_lands_
         wait_until(lambda: worker.count("SELECT count() FROM dead_letters") == 1, 60, "the garbage's dead letter")
         assert worker.count("SELECT count() FROM dead_letters WHERE reason = 'rejected_by_store'") == 0
         wait_until(lambda: committed(worker.settings, topic) == 301, 60, "the offsets to be committed after")
-        worker.stop()
+        worker.stop(signal.SIGKILL)  # before the disk goes: how a worker stops is the Ctrl-C tests' business
 
 
 REFUSING = """
