@@ -10,24 +10,16 @@ import sys
 import threading
 from collections.abc import Callable
 
-from schemas.errors import ConfigurationError, ServingError
+from schemas.errors import ServingError
 from serving.vllm.launcher import VllmServer
 from streams.processes import die_with_parent, stop_process
-from streams.settings import Settings
+from streams.settings import Settings, require_keys_beyond_loopback
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
 def check_exposure(settings: Settings) -> None:
-    """An open gateway (no client keys) may only listen on loopback."""
-    serving = settings.serving
-    if serving.host not in LOOPBACK and not any(key.get_secret_value() for key in serving.api_keys):
-        raise ConfigurationError(
-            f"the gateway would listen on {serving.host} without API keys: set LLMWATCH_SERVING__API_KEYS "
-            "(a JSON list), or LLMWATCH_SERVING__HOST=127.0.0.1"
-        )
+    require_keys_beyond_loopback("gateway", settings.serving.host, settings.serving.api_keys,
+                                 "LLMWATCH_SERVING__API_KEYS")
 
 
 def run_gateway(settings: Settings) -> None:

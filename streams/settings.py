@@ -21,6 +21,15 @@ from schemas.errors import ConfigurationError
 from schemas.gate import DEFAULT_GATE, GateCriterion
 from schemas.topics import Topics
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def require_keys_beyond_loopback(service: str, host: str, keys: list[SecretStr], variable: str) -> None:
+    """A service with no keys may listen on loopback only: the gateway and the dashboard both show prompts."""
+    if host not in LOOPBACK and not any(key.get_secret_value() for key in keys):
+        raise ConfigurationError(f"the {service} would listen on {host} without keys: set {variable} "
+                                 f"(a JSON list), or {variable.rsplit('__', 1)[0]}__HOST=127.0.0.1")
+
 
 class Retention(BaseModel):
     """Days to keep rows in ClickHouse (0 keeps them forever); applied as table TTLs at start."""

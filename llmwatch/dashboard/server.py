@@ -8,20 +8,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from schemas.errors import ConfigurationError, ServingError
-from serving.stack import LOOPBACK
+from schemas.errors import ServingError
 from streams.processes import die_with_parent, stop_process
-from streams.settings import Settings
+from streams.settings import Settings, require_keys_beyond_loopback
 
 
 def check_exposure(settings: Settings) -> None:
-    """An open dashboard (no keys) may only listen on loopback: its pages show prompts and responses."""
-    dashboard = settings.dashboard
-    if dashboard.host not in LOOPBACK and not any(key.get_secret_value() for key in dashboard.api_keys):
-        raise ConfigurationError(
-            f"the dashboard would listen on {dashboard.host} without keys: set LLMWATCH_DASHBOARD__API_KEYS "
-            "(a JSON list), or LLMWATCH_DASHBOARD__HOST=127.0.0.1"
-        )
+    require_keys_beyond_loopback("dashboard", settings.dashboard.host, settings.dashboard.api_keys,
+                                 "LLMWATCH_DASHBOARD__API_KEYS")
 
 
 def run_dashboard(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from schemas.errors import ConfigurationError
 from schemas.events import AuditEvent, DeploymentEvent, FeedbackContent, FeedbackEvent, key_fingerprint
-from serving.gateway.auth import LOOPBACK, KeyRing, Scope, presented_key
+from serving.gateway.auth import KeyRing, Scope, presented_key
 from serving.gateway.limits import BodyLimit
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.proxy import Proxy, openai_error
@@ -34,7 +34,7 @@ from serving.gateway.routing import Router, validate_name, validate_weights
 from serving.gateway.sink import EventSink
 from serving.gateway.spool import Spool
 from serving.gateway.tokens import Signer, load_secret
-from streams.settings import Settings
+from streams.settings import LOOPBACK, Settings
 
 log = logging.getLogger(__name__)
 

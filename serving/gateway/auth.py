@@ -17,7 +17,6 @@ from typing import Literal
 from pydantic import SecretStr
 
 Scope = Literal["client", "feedback", "admin", "ops"]
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

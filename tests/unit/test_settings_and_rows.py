@@ -53,3 +53,14 @@ def test_migrations_are_numbered_and_split_into_statements() -> None:
 
 def test_ttl_clause() -> None:
     assert ttl_clause("window_start", 30) == "toDateTime(window_start) + toIntervalDay(30)"
+
+
+def test_the_gateway_refuses_to_listen_beyond_loopback_without_keys() -> None:
+    from schemas.errors import ConfigurationError
+    from serving.stack import check_exposure
+    from streams.settings import Serving
+
+    check_exposure(Settings(_env_file=None))  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match="LLMWATCH_SERVING__API_KEYS"):
+        check_exposure(Settings(serving=Serving(host="0.0.0.0"), _env_file=None))  # type: ignore[call-arg]
+    check_exposure(Settings(serving=Serving(host="0.0.0.0", api_keys=["k"]), _env_file=None))  # type: ignore[arg-type,call-arg,list-item]
