@@ -92,16 +92,18 @@ def test_a_planted_cohort_disparity_is_reported_and_equal_cohorts_are_not(metric
 
 def test_a_topic_shift_is_detected_within_two_windows_and_the_reference_stream_is_quiet(
         make_worker: Callable[..., Worker]) -> None:
-    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=1.5, feedback_horizon_seconds=0,
+    # Embeddings land in the store after the events they sample; a lateness of 4 s lets a window wait for them
+    # on a loaded machine, where 1.5 s left both windows after the shift short of samples (no verdict).
+    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=4, feedback_horizon_seconds=0,
                                          embed_per_second=40, drift_reference_size=80,
                                          drift_min_window_samples=30)).start()
     rng = random.Random(17)
     publish_for(worker, 20, 40, lambda n: topic_event(rng, "weather", request_id=f"w-{n}"))
     shift_at = time.time()
-    publish_for(worker, 6, 40, lambda n: topic_event(rng, "cooking", request_id=f"c-{n}"))
+    publish_for(worker, 10, 40, lambda n: topic_event(rng, "cooking", request_id=f"c-{n}"))
     wait_until(lambda: worker.count("SELECT count() FROM metric_points WHERE name = 'drift.window_detected' "
                                     f"AND window_start >= toDateTime64({shift_at}, 3)") >= 2,
-               60, "two drift verdicts after the shift")
+               90, "two drift verdicts after the shift")
     verdicts = worker.sql("SELECT toUnixTimestamp64Milli(window_start) / 1000, value FROM metric_points "
                           "WHERE name = 'drift.window_detected' ORDER BY window_start")
     before = [value for start, value in verdicts if float(start) + 2 <= shift_at]
