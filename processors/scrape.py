@@ -2,9 +2,9 @@
 
 Every worker scrapes (its self-hosted prices need the measured throughput) but only the leader publishes
 vLLM points, so each is stored once; every worker publishes its own consumer lag. A tick's points share
-one window: the interval's, floored. vLLM points end each series with `window.series_complete`, as the
-window job does; lag points carry no marker (workers share no series), so rules judge them
-`complete_timeout_seconds` after they arrive.
+one window: the interval's, floored. They carry no `window.series_complete` marker: their series (a
+model, or '') is the window job's too, whose marker would then be taken twice; rules judge them
+`complete_timeout_seconds` after they arrive (and `min_requests` does not apply to them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 import httpx
 
 from processors.resources import Throughput, VllmSample, down_values, lag_values, parse_vllm, up_values, vllm_values
-from processors.windows import MetricValue, Window, floor_time, metric_point, with_completion
+from processors.windows import MetricValue, Window, floor_time, metric_point
 from schemas.events import MetricPoint, utcnow
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,8 @@ class ResourceScraper:
                 for values in await asyncio.gather(*(self._scrape(client, url) for url in self.urls)):
                     served += values
         self.throughput.record(served)
-        points = [metric_point(window, value, now) for value in lag_values(self.lag())]
-        if served and self.is_leader():
-            points += with_completion(window, served, now)
+        values = lag_values(self.lag()) + (served if self.is_leader() else [])
+        points = [metric_point(window, value, now) for value in values]
         if points:
             try:
                 await self.publish(points)
