@@ -185,7 +185,8 @@ class SelfHostedCost(BaseModel):
 
     hourly_cost: float = Field(ge=0, description="what the server costs per hour, in US dollars")
     tokens_per_second: float = Field(gt=0, description="tokens (prompt + completion) it serves per second at full load")
-    utilisation: float = Field(default=0.5, gt=0, le=1, description="share of the hour it is busy")
+    utilisation: float = Field(default=0.5, gt=0, le=1, description="share of full load it serves, until the "
+                               "worker measures it on the model's vLLM (LLMWATCH_RESOURCES__SCRAPE_SECONDS)")
 
 
 class Cost(BaseModel):
