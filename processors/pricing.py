@@ -9,7 +9,7 @@ A self-hosted model's utilisation is measured when the worker scrapes its vLLM: 
 served over the trailing period (the `resources` family) divided by the configured full-load tokens per
 second, so that hourly cost / (3600 x full-load tokens/s x utilisation) is the hour's cost spread over the
 tokens actually served. Until something is measured the configured utilisation is used. The version says
-which (`...:measured-0.37` or `...:setting-0.50`); the utilisation is rounded to the hundredth it names.
+which (`...:measured-0.37`, rounded to the hundredth it names, or `...:setting-0.5`).
 """
 
 from __future__ import annotations
@@ -72,13 +72,12 @@ class SelfHosted:
     def price(self, measured_tokens_per_second: float | None) -> Price:
         """Priced at the measured utilisation when there is one, else at the configured one."""
         if measured_tokens_per_second is not None and measured_tokens_per_second > 0:
-            share = min(max(measured_tokens_per_second / self.tokens_per_second, MIN_UTILISATION), 1.0)
-            method = "measured"
+            share = round(min(max(measured_tokens_per_second / self.tokens_per_second, MIN_UTILISATION), 1.0), 2)
+            method = f"measured-{share:.2f}"
         else:
-            share, method = self.utilisation, "setting"
-        share = max(round(share, 2), MIN_UTILISATION)
+            share, method = self.utilisation, f"setting-{self.utilisation:g}"
         per_token = self_hosted_price(self.hourly_cost, self.tokens_per_second, share)
-        return Price(per_token, per_token, None, f"{self.version}:{method}-{share:.2f}")
+        return Price(per_token, per_token, None, f"{self.version}:{method}")
 
 
 MeasuredThroughput = Callable[[str], "float | None"]

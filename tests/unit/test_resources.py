@@ -110,8 +110,8 @@ def test_self_hosted_price_uses_the_measured_utilisation_and_says_so() -> None:
     assert measured.input == pytest.approx(self_hosted_price(3.6, 250.0, 1.0))  # the hour over what it served
     assert measured.version == "self-hosted:ab:measured-0.25"
     configured = server.price(None)
-    assert configured.input == pytest.approx(2.0) and configured.version == "self-hosted:ab:setting-0.50"
-    assert server.price(0.0).version.endswith("setting-0.50")
+    assert configured.input == pytest.approx(2.0) and configured.version == "self-hosted:ab:setting-0.5"
+    assert server.price(0.0).version.endswith("setting-0.5")
 
 
 def test_measured_utilisation_is_rounded_to_its_version_and_kept_between_1_percent_and_1() -> None:
@@ -136,7 +136,7 @@ def test_the_price_book_asks_for_the_measured_throughput_of_self_hosted_models_o
                                    use_table=False, measured=measured)
     local, other, hosted = book.price("local", "an-adapter"), book.price("other", None), book.price("m", None)
     assert local is not None and local.version.endswith(":measured-0.10") and local.input == pytest.approx(10.0)
-    assert other is not None and other.version.endswith(":setting-0.50") and other.input == pytest.approx(2.0)
+    assert other is not None and other.version.endswith(":setting-0.5") and other.input == pytest.approx(2.0)
     assert hosted is not None and hosted.version.startswith("settings:")
     assert asked == ["local", "other"]
 
