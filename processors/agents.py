@@ -23,7 +23,9 @@ from processors.alerting.webhooks import WebhookSender
 from processors.embedding import Embedder
 from processors.ingest import Ingest
 from processors.pricing import PriceBook
+from processors.resources import Throughput
 from processors.scoring import Scorers, scored_rows
+from processors.scrape import ResourceScraper
 from processors.telemetry import WorkerMetrics
 from processors.text_signals import GroupLexicon
 from processors.toxicity import load_toxicity_scorer
@@ -177,11 +179,13 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
                               observe_insert=telemetry.observe_insert)
     metrics = settings.metrics
     lexicon = GroupLexicon.load(metrics.group_lexicon)
-    cost = settings.cost
+    cost, resources = settings.cost, settings.resources
+    throughput = Throughput(resources.utilisation_window_seconds)
     prices = PriceBook.from_settings(
         {name: price.model_dump() for name, price in cost.models.items()},
         {name: price.model_dump() for name, price in cost.adapters.items()},
-        {name: spec.model_dump() for name, spec in cost.self_hosted.items()}, cost.use_price_table)
+        {name: spec.model_dump() for name, spec in cost.self_hosted.items()}, cost.use_price_table,
+        measured=throughput.tokens_per_second)
     scorers = Scorers(load_toxicity_scorer(metrics), metrics.toxicity_threshold, lexicon,
                       SentimentIntensityAnalyzer(), prices)
     embedder = None
@@ -218,6 +222,15 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
                              audit=publish)
         register_alerts(app, settings, engine, limits)
     telemetry.count(ingest, writer.stats, partial(consumer_lag, app), engine, webhooks)
+    if resources.scrape_seconds:
+        scraper = ResourceScraper(settings.vllm_urls, resources.scrape_seconds, publish,
+                                  lag=partial(consumer_lag, app), throughput=throughput, is_leader=app.is_leader,
+                                  timeout_seconds=resources.timeout_seconds,
+                                  api_key=settings.serving.vllm_api_key.get_secret_value())
+
+        @app.timer(interval=resources.scrape_seconds)
+        async def scrape_resources() -> None:
+            await scraper.tick()
     token = secrets.token_urlsafe(24)
     register_views(app, store, ingest, writer, token, telemetry.registry)
 

@@ -185,7 +185,8 @@ class SelfHostedCost(BaseModel):
 
     hourly_cost: float = Field(ge=0, description="what the server costs per hour, in US dollars")
     tokens_per_second: float = Field(gt=0, description="tokens (prompt + completion) it serves per second at full load")
-    utilisation: float = Field(default=0.5, gt=0, le=1, description="share of the hour it is busy")
+    utilisation: float = Field(default=0.5, gt=0, le=1, description="share of full load it serves, until the "
+                               "worker measures it on the model's vLLM (LLMWATCH_RESOURCES__SCRAPE_SECONDS)")
 
 
 class Cost(BaseModel):
@@ -201,6 +202,22 @@ class Cost(BaseModel):
     self_hosted: dict[str, SelfHostedCost] = Field(default={}, description="models priced from an hourly cost")
     use_price_table: bool = Field(default=True, description="other models: the genai-prices table, offline")
     top_users: int = Field(default=5, ge=0, description="biggest spenders per window with a cost.user_total point")
+
+
+class Resources(BaseModel):
+    """What the model server uses, and the worker's own lag: `resources` metric points on llm.metrics.
+
+    vLLM's Prometheus /metrics is read from the vLLM `llmwatch up` starts (or LLMWATCH_SERVING__VLLM_URL)
+    and from `vllm_urls`; the worker reports its consumer lag per partition at the same interval.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    scrape_seconds: int = Field(default=10, ge=0, description="scrape and lag interval (the points' window); 0: off")
+    vllm_urls: list[str] = Field(default=[], description="more vLLMs to scrape, e.g. [\"http://gpu-2:8000\"]")
+    timeout_seconds: float = Field(default=5.0, gt=0, description="a vLLM silent this long counts as down")
+    utilisation_window_seconds: float = Field(
+        default=3600, gt=0, description="self-hosted prices use the mean utilisation over this trailing period")
 
 
 class Deploy(BaseModel):
@@ -291,6 +308,7 @@ class Settings(BaseSettings):
     cost: Cost = Cost()
     deploy: Deploy = Deploy()
     dashboard: Dashboard = Dashboard()
+    resources: Resources = Resources()
     ingest_batch_size: int = Field(default=5000, ge=1, description="flush a batch at this many events")
     ingest_flush_seconds: float = Field(default=0.5, gt=0, description="... or after this long")
     insert_max_rows: int = Field(default=50_000, ge=1, description="split inserts larger than this")
@@ -329,6 +347,13 @@ class Settings(BaseSettings):
     @property
     def embedded_store(self) -> bool:
         return self.store_dsn.startswith("chdb://")
+
+    @property
+    def vllm_urls(self) -> list[str]:
+        """Every vLLM this stack knows: the one `llmwatch up` starts or LLMWATCH_SERVING__VLLM_URL, and more."""
+        serving = self.serving
+        own = [serving.vllm_base_url] if serving.enabled or serving.vllm_url else []
+        return list(dict.fromkeys(url.rstrip("/") for url in [*own, *self.resources.vllm_urls]))
 
     @property
     def adapters_dir(self) -> Path:

@@ -9,5 +9,6 @@ METRIC_NAMES = (
     "bias.*", "probe.bias.*",
     "feedback_count", "thumbs_down_rate", "score_mean", "correction_rouge_l_mean", "correction_bleu_mean",
     "feedback_unmatched",
+    "vllm.*", "worker.lag",
 )
 """Globs of every metric point name the families and the bias probe emit (`llmwatch rules check` warns on others)."""
