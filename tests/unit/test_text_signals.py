@@ -70,3 +70,12 @@ def test_token_bucket_admits_the_rate_and_a_burst() -> None:
     now[0] = 1.0
     assert bucket.take(50) == 10
     assert bucket.take(5) == 0
+
+
+def test_lexicon_words_in_any_case_and_a_long_s_are_found() -> None:
+    lexicon = GroupLexicon.load()
+    assert lexicon.groups("NON-BINARY and ASIANſ readers") == ["gender:nonbinary", "race_ethnicity:asian"]
+    assert lexicon.groups("Non-binaryish, manly, blackness") == []
+    custom = GroupLexicon.from_mapping({"x": {"y": ["-dash term", "café"]}})
+    assert custom.first_words is None
+    assert custom.groups("a -dash term and a CAFÉ") == ["x:y"]
