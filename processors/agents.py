@@ -186,7 +186,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
     if metrics.embed_per_second > 0:
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
                             on_process_start=detach_from_terminal)
-        embedder.load()
+        embedder.load(wait=False)
     limits = Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes,
                     retention_days={kind.removesuffix("_days"): days
                                     for kind, days in settings.retention.model_dump().items()})
