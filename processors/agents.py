@@ -181,7 +181,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         {name: price.model_dump() for name, price in cost.adapters.items()},
         {name: spec.model_dump() for name, spec in cost.self_hosted.items()}, cost.use_price_table)
     scorers = Scorers(load_toxicity_scorer(metrics), metrics.toxicity_threshold, lexicon,
-                      SentimentIntensityAnalyzer(), prices)
+                      SentimentIntensityAnalyzer(), prices, metrics.sentiment_sample)
     embedder = None
     if metrics.embed_per_second > 0:
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,

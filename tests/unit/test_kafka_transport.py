@@ -1,4 +1,5 @@
 import asyncio
+from typing import Any
 
 from streams.kafka.app import create_app
 from streams.kafka.batches import BatchRoute
@@ -18,7 +19,7 @@ def test_the_consumer_fetch_wait_comes_from_settings() -> None:
 
 
 def test_a_batch_route_hands_over_at_most_max_size_and_flushes_the_rest_after_within() -> None:
-    async def batches() -> tuple[list[list[int]], bool]:
+    async def batches() -> tuple[list[list[Any]], bool]:
         route = BatchRoute("t", max_size=2, within=0.05)
         room = [route.add(n) for n in range(5)]  # type: ignore[arg-type]  # any object stands for a message
         taken = [await route.next_batch() for _ in range(3)]
