@@ -217,7 +217,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         register_alerts(app, settings, engine, limits)
     telemetry.count(ingest, writer.stats, partial(consumer_lag, app), engine, webhooks)
     token = secrets.token_urlsafe(24)
-    register_views(app, store, ingest, writer, token, telemetry.registry)
+    register_views(app, store, ingest, writer, token, telemetry.registry, embedder)
 
     @app.task
     async def announce() -> None:

@@ -105,6 +105,11 @@ class Embedder:
         if wait:
             self._warm.result()
 
+    @property
+    def ready(self) -> bool:
+        """The model is loaded (the worker consumes before it is: what is sampled meanwhile waits)."""
+        return self._warm is not None and self._warm.done() and self._warm.exception() is None
+
     def close(self) -> None:
         """Its process holds nothing to save, so it is ended at once: a polite exit of torch took seconds of
         the worker's stop (Ctrl-C of `llmwatch up`). ProcessPoolExecutor has no public terminate before 3.14."""
