@@ -48,6 +48,7 @@ from schemas.events import (
 from schemas.topics import destination
 from streams.kafka.app import create_app
 from streams.kafka.topics import ensure_topics
+from streams.kafka.transport import App
 from streams.processes import detach_from_terminal
 from streams.settings import Settings
 from streams.store.alerts import StoreAlertReader
@@ -104,7 +105,7 @@ def consumer_lag(app: faust.App) -> dict[tuple[str, int], int]:
     return lag
 
 
-def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
+def register_ingest(app: App, settings: Settings, ingest: Ingest) -> None:
     inputs: list[tuple[str, type[Event]]] = [
         (settings.topics.inference, InferenceEvent),
         (settings.topics.feedback, FeedbackEvent),
@@ -118,16 +119,12 @@ def register_ingest(app: faust.App, settings: Settings, ingest: Ingest) -> None:
     ]
     for topic_name, model in inputs:
 
-        async def agent(stream: faust.StreamT, model: type[Event] = model) -> None:
-            # take_events acks a batch only when the loop asks for the next one: after it is stored.
-            async for batch in stream.take_events(  # type: ignore[attr-defined]  # faust's StreamT omits it
-                    settings.ingest_batch_size, within=settings.ingest_flush_seconds):
-                records = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value,
-                                     kafka_timestamp_ms(e.message)) for e in batch]
-                await ingest(records, model)
+        async def store(batch: list[Message], model: type[Event] = model) -> None:
+            await ingest([RawRecord(m.topic, m.partition, m.offset, m.value, kafka_timestamp_ms(m))
+                          for m in batch], model)
 
-        agent.__name__ = agent.__qualname__ = f"ingest_{model.table}"
-        app.agent(raw_topic(app, topic_name), name=agent.__name__)(agent)
+        app.batch_agent(raw_topic(app, topic_name), store, max_size=settings.ingest_batch_size,
+                        within=settings.ingest_flush_seconds)
 
 
 def register_metrics(app: faust.App, job: WindowJob, embedder: Embedder | None) -> None:
@@ -148,18 +145,19 @@ def register_metrics(app: faust.App, job: WindowJob, embedder: Embedder | None) 
             await embedder.run()
 
 
-def register_alerts(app: faust.App, settings: Settings, engine: AlertEngine, limits: Limits) -> None:
+def register_alerts(app: App, settings: Settings, engine: AlertEngine, limits: Limits) -> None:
     """Every worker judges the metric points of its partitions; a window's points for one series share one.
 
     What is not a valid point is skipped here: the ingest agent on the same topic dead-letters it.
     """
 
-    @app.agent(raw_topic(app, settings.topics.metrics), name="alerts")
-    async def judge_points(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(settings.ingest_batch_size, within=0.1):  # type: ignore[attr-defined]
-            decoded = [decode(RawRecord(e.message.topic, e.message.partition, e.message.offset, e.value,
-                                        kafka_timestamp_ms(e.message)), MetricPoint, limits) for e in batch]
-            await engine.offer([p for p in decoded if isinstance(p, MetricPoint)])
+    async def judge_points(batch: list[Message]) -> None:
+        decoded = [decode(RawRecord(m.topic, m.partition, m.offset, m.value, kafka_timestamp_ms(m)),
+                          MetricPoint, limits) for m in batch]
+        await engine.offer([p for p in decoded if isinstance(p, MetricPoint)])
+
+    app.batch_agent(raw_topic(app, settings.topics.metrics), judge_points,
+                    max_size=settings.ingest_batch_size, within=0.1)
 
     @app.task
     async def resume_series() -> None:
@@ -187,12 +185,12 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         {name: spec.model_dump() for name, spec in cost.self_hosted.items()}, cost.use_price_table,
         measured=throughput.tokens_per_second)
     scorers = Scorers(load_toxicity_scorer(metrics), metrics.toxicity_threshold, lexicon,
-                      SentimentIntensityAnalyzer(), prices)
+                      SentimentIntensityAnalyzer(), prices, metrics.sentiment_sample)
     embedder = None
     if metrics.embed_per_second > 0:
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
                             on_process_start=detach_from_terminal)
-        embedder.load()
+        embedder.load(wait=False)
     limits = Limits(settings.max_event_bytes, settings.dead_letter_raw_bytes,
                     retention_days={kind.removesuffix("_days"): days
                                     for kind, days in settings.retention.model_dump().items()})
@@ -232,7 +230,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         async def scrape_resources() -> None:
             await scraper.tick()
     token = secrets.token_urlsafe(24)
-    register_views(app, store, ingest, writer, token, telemetry.registry)
+    register_views(app, store, ingest, writer, token, telemetry.registry, embedder)
 
     @app.task
     async def announce() -> None:

@@ -17,7 +17,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
@@ -89,13 +89,26 @@ class Embedder:
         self.queue: asyncio.Queue[list[InferenceEvent]] = asyncio.Queue(maxsize=queue_batches)
         self.rng = rng or random.Random()
         self.embedded = 0
+        self._warm: Future[Any] | None = None
         self._executor = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
                                              initializer=_load_model,
                                              initargs=(self.model_path, on_process_start))
 
-    def load(self) -> None:
-        """Load the model now (at worker start) so that a missing model fails early, not mid-stream."""
-        self._executor.submit(encode, ["warm-up"]).result()
+    def load(self, wait: bool = True) -> None:
+        """Start loading the model in its process now, so that a missing model fails early, not mid-stream.
+
+        The worker does not wait (`wait=False`): loading torch and the model took most of its start, and
+        consuming needs neither. `run` then waits for the load first and raises if it failed, which stops
+        the worker a few seconds after it started.
+        """
+        self._warm = self._executor.submit(encode, ["warm-up"])
+        if wait:
+            self._warm.result()
+
+    @property
+    def ready(self) -> bool:
+        """The model is loaded (the worker consumes before it is: what is sampled meanwhile waits)."""
+        return self._warm is not None and self._warm.done() and self._warm.exception() is None
 
     def close(self) -> None:
         """Its process holds nothing to save, so it is ended at once: a polite exit of torch took seconds of
@@ -121,6 +134,8 @@ class Embedder:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._warm is not None:
+            await asyncio.wrap_future(self._warm)
         while True:
             events = await self.queue.get()
             while not self.queue.empty() and len(events) < 256:

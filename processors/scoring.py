@@ -26,11 +26,16 @@ class Scorers:
     lexicon: GroupLexicon
     sentiment: SentimentIntensityAnalyzer
     prices: PriceBook = field(default_factory=PriceBook)
+    sentiment_sample: float = 1.0
+    """Share of answered events given a sentiment score: VADER is the dearest score per event."""
 
 
 SCORE_COLUMNS = ["prompt_toxicity", "response_toxicity", "toxic", "refusal", "sentiment", "groups", "prompt_length",
                  "cost_input", "cost_output", "cost_total", "price_version"]
 assert columns(ScoredInferenceEvent) == columns(InferenceEvent) + SCORE_COLUMNS
+
+
+_SAMPLE_SCALE = 10_000
 
 
 def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list[Any]]:
@@ -40,6 +45,7 @@ def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list
     toxicity = scorers.toxicity.score(prompts + [events[i].response_text or "" for i in answered])
     response_toxicity: dict[int, float] = dict(zip(answered, toxicity[len(prompts):].tolist(), strict=True))
     rows = to_rows(events)
+    sentiment, sample = scorers.sentiment.polarity_scores, round(scorers.sentiment_sample * _SAMPLE_SCALE)
     for i, (event, row) in enumerate(zip(events, rows, strict=True)):
         prompt_tox = float(toxicity[i])
         response_tox = response_toxicity.get(i)
@@ -48,7 +54,9 @@ def scored_rows(events: Sequence[InferenceEvent], scorers: Scorers) -> list[list
             response_tox,
             max(prompt_tox, response_tox or 0.0) >= scorers.toxicity_threshold,
             is_refusal(event.response_text),
-            scorers.sentiment.polarity_scores(event.response_text)["compound"] if event.response_text else None,
+            sentiment(event.response_text)["compound"]
+            if event.response_text and (sample >= _SAMPLE_SCALE or event.event_id.int % _SAMPLE_SCALE < sample)
+            else None,
             scorers.lexicon.groups(prompts[i]),
             len(prompts[i]),
             *_cost_columns(event, scorers.prices),

@@ -12,6 +12,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from processors.embedding import Embedder
 from processors.ingest import Ingest
 from schemas.errors import StoreError
 from streams.store.admin import COMMANDS, call_command
@@ -21,7 +22,7 @@ from streams.store.writer import ClickHouseWriter
 
 
 def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: ClickHouseWriter,
-                   token: str, registry: CollectorRegistry) -> None:
+                   token: str, registry: CollectorRegistry, embedder: Embedder | None = None) -> None:
     def authorised(request: Request) -> bool:
         return hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
 
@@ -39,6 +40,7 @@ def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: C
                 "status": "ok",
                 "ingest": {table: asdict(counts) for table, counts in ingest.counts.items()},
                 "writer": {table: asdict(stats) for table, stats in writer.stats.items()},
+                "embedder": None if embedder is None else {"ready": embedder.ready, "embedded": embedder.embedded},
             })
 
     # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition.

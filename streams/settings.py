@@ -54,6 +54,9 @@ class Metrics(BaseModel):
     detoxify_model: Literal["original", "unbiased", "multilingual"] = "original"
     detoxify_checkpoint: Path | None = Field(default=None, description="local Detoxify .ckpt (no download)")
     detoxify_config_dir: Path | None = Field(default=None, description="local Hugging Face config + tokenizer")
+    sentiment_sample: float = Field(default=1.0, gt=0, le=1, description=(
+        "share of answered events scored by VADER (chosen by event_id, so a replay scores the same ones); "
+        "the rest store sentiment NULL"))
     embedding_model: str = Field(default="", description="sentence-transformers path; empty: all-MiniLM-L6-v2")
     embed_per_second: float = Field(default=20.0, ge=0, description="events embedded per second, at most")
     drift_reference_size: int = Field(default=200, ge=10, description="first N embedded events, unless pinned")

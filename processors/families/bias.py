@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from scipy.stats import norm
 
 from processors.windows import MetricValue
 
@@ -25,7 +24,7 @@ def two_proportion_p_value(rate_a: float, n_a: float, rate_b: float, n_b: float)
     """Two-sided p-value that two rates differ; 1.0 where they cannot (both 0 or both 1)."""
     pooled = (rate_a * n_a + rate_b * n_b) / (n_a + n_b)
     se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    return 1.0 if se == 0 else float(2 * norm.sf(abs(rate_a - rate_b) / se))
+    return 1.0 if se == 0 else math.erfc(abs(rate_a - rate_b) / se / math.sqrt(2))
 
 
 def with_attribute(frame: pd.DataFrame, attribute: str, mentions: pd.DataFrame) -> pd.DataFrame:

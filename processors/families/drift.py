@@ -4,26 +4,36 @@ Embeddings (of a sample of events) use Evidently's bootstrapped distance method:
 mean embeddings must exceed the 99th percentile of distances between resamples of the reference itself.
 Text features (prompt length, response length, refusal-like answers) use Evidently's K-S and Z tests on
 every event of the window. The window counts as drifted when either embedding has drifted.
+
+Evidently is imported on first use: importing it took seconds of the worker's start, before consuming.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from evidently.legacy.calculations.stattests import get_stattest
-from evidently.legacy.core import ColumnType
-from evidently.legacy.metrics.data_drift.embedding_drift_methods import distance
 
 from processors.windows import MetricValue
 
+if TYPE_CHECKING:
+    from evidently.legacy.core import ColumnType
+
 EMBEDDING_FIELDS = ("prompt", "response")
-TEXT_FEATURES = {"prompt_length": ("ks", ColumnType.Numerical), "response_length": ("ks", ColumnType.Numerical),
-                 "refusal": ("z", ColumnType.Categorical)}
+TEXT_FEATURES = {"prompt_length": ("ks", "num"), "response_length": ("ks", "num"), "refusal": ("z", "cat")}
+"""Feature: (Evidently test, Evidently `ColumnType` value)."""
 FEATURE_P_VALUE = 0.01
-_embedding_drift = distance(dist="euclidean", bootstrap=True, quantile_probability=0.99)
+
+
+@cache
+def _embedding_drift() -> Any:
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import distance
+
+    return distance(dist="euclidean", bootstrap=True, quantile_probability=0.99)
 
 
 @dataclass(frozen=True)
@@ -37,12 +47,16 @@ class DriftReference:
 
 
 def embedding_drift(current: np.ndarray, reference: np.ndarray) -> tuple[float, bool]:
-    score, drifted, _ = _embedding_drift(pd.DataFrame(current), pd.DataFrame(reference))
+    score, drifted, _ = _embedding_drift()(pd.DataFrame(current), pd.DataFrame(reference))
     return float(score), bool(drifted)
 
 
-def feature_drift(current: pd.Series, reference: pd.Series, test: str, kind: ColumnType) -> tuple[float, bool]:
+def feature_drift(current: pd.Series, reference: pd.Series, test: str, kind: ColumnType | str) -> tuple[float, bool]:
     """(p-value, drifted); a feature that is constant and equal on both sides has not drifted."""
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    kind = ColumnType(kind)
     if current.nunique() <= 1 and reference.nunique() <= 1 and set(current) == set(reference):
         return 1.0, False
     with warnings.catch_warnings():

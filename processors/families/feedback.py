@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 import pandas as pd
-import sacrebleu
-from rouge_score import rouge_scorer
 
 from processors.families.common import by_group
 from processors.windows import MetricValue
 
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+@cache
+def _rouge() -> Any:
+    """Imported on first use: rouge_score brings NLTK, a second and more of the worker's start."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def correction_similarity(response: str, correction: str) -> tuple[float, float]:
     """(ROUGE-L F1, BLEU/100) of the model's answer against the answer the user wanted."""
-    rouge = _ROUGE.score(correction, response)["rougeL"].fmeasure
+    import sacrebleu
+
+    rouge = _rouge().score(correction, response)["rougeL"].fmeasure
     bleu = min(sacrebleu.sentence_bleu(response, [correction]).score / 100, 1.0)
     return float(rouge), float(bleu)
 

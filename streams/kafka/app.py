@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import faust
-
 from streams.kafka.transport import App
 from streams.settings import Settings
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> App:
     session = settings.kafka_session_timeout_seconds
     return App(
         settings.app_id,

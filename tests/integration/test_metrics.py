@@ -97,6 +97,8 @@ def test_a_topic_shift_is_detected_within_two_windows_and_the_reference_stream_i
     worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=4, feedback_horizon_seconds=0,
                                          embed_per_second=40, drift_reference_size=80,
                                          drift_min_window_samples=30)).start()
+    # The worker consumes before its embedder has loaded the model; the reference needs the model.
+    wait_until(lambda: worker.health()["embedder"]["ready"], 180, "the embedder to load its model")
     rng = random.Random(17)
     publish_for(worker, 20, 40, lambda n: topic_event(rng, "weather", request_id=f"w-{n}"))
     shift_at = time.time()

@@ -1,6 +1,8 @@
 import asyncio
+from typing import Any
 
 from streams.kafka.app import create_app
+from streams.kafka.batches import BatchRoute
 from streams.settings import Settings
 
 
@@ -14,3 +16,15 @@ def test_the_consumer_fetch_wait_comes_from_settings() -> None:
             await consumer.stop()
 
     assert asyncio.run(fetch_wait()) == 123
+
+
+def test_a_batch_route_hands_over_at_most_max_size_and_flushes_the_rest_after_within() -> None:
+    async def batches() -> tuple[list[list[Any]], bool]:
+        route = BatchRoute("t", max_size=2, within=0.05)
+        room = [route.add(n) for n in range(5)]  # type: ignore[arg-type]  # any object stands for a message
+        taken = [await route.next_batch() for _ in range(3)]
+        return taken, room == [True, True, True, False, False] and route.room.is_set()
+
+    taken, room_then_full_then_freed = asyncio.run(batches())
+    assert taken == [[0, 1], [2, 3], [4]]
+    assert room_then_full_then_freed

@@ -70,3 +70,29 @@ def test_token_bucket_admits_the_rate_and_a_burst() -> None:
     now[0] = 1.0
     assert bucket.take(50) == 10
     assert bucket.take(5) == 0
+
+
+def test_lexicon_words_in_any_case_and_a_long_s_are_found() -> None:
+    lexicon = GroupLexicon.load()
+    assert lexicon.groups("NON-BINARY and ASIANſ readers") == ["gender:nonbinary", "race_ethnicity:asian"]
+    assert lexicon.groups("Non-binaryish, manly, blackness") == []
+    custom = GroupLexicon.from_mapping({"x": {"y": ["-dash term", "café"]}})
+    assert custom.first_words is None
+    assert custom.groups("a -dash term and a CAFÉ") == ["x:y"]
+
+
+def test_a_sentiment_sample_scores_the_same_events_each_time() -> None:
+    events = [inference_event(random.Random(n)) for n in range(200)]
+    answered = [e.response_text is not None for e in events]
+    sentiment = SCORE_COLUMNS.index("sentiment") - len(SCORE_COLUMNS)
+
+    def scored(share: float) -> list[bool]:
+        scorers = Scorers(ProfanityCheckScorer(), 0.5, GroupLexicon.load(), SentimentIntensityAnalyzer(),
+                          sentiment_sample=share)
+        return [row[sentiment] is not None for row in scored_rows(events, scorers)]
+
+    assert scored(1.0) == answered
+    half = scored(0.5)
+    assert half == scored(0.5)
+    assert 0.3 < sum(half) / sum(answered) < 0.7
+    assert all(a for a, h in zip(answered, half, strict=True) if h)
