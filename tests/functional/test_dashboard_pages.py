@@ -137,7 +137,7 @@ def test_replayed_and_recomputed_points_count_once_with_the_newest_value(store: 
     writer = ClickHouseWriter(store, max_rows=1000, max_backoff_seconds=1)
     first = [point("requests", 40, 3, model="replayed"), point("latency_p99_ms", 900, 3, model="replayed"),
              point("bias.sentiment.gap", 0.4, 3, model="replayed", attribute="cohort")]
-    later = NOW + timedelta(seconds=30)
+    later = max(p.timestamp for p in first) + timedelta(seconds=30)  # newer than the first, whenever NOW was set
     recomputed = [p.model_copy(update={"timestamp": later, "value": v}) for p, v in zip(first, (40, 700, 0.1),
                                                                                        strict=True)]
     for batch in (first, first, recomputed):  # a replay, then the feedback-horizon pass
