@@ -27,10 +27,19 @@ class Log:
         self.events: list[DeploymentEvent] = []
         self.now = T0
 
-    def take(self, transition: Transition) -> Rollout | None:
+    def take(self, transition: Transition) -> Rollout:
         self.events += transition.events
         assert rollout.fold_all(self.events) == transition.state
+        assert transition.state is not None
         return transition.state
+
+    def person(self, state: Rollout, action: str) -> Rollout:
+        """`llmwatch deploy approve|pause`: an event of the CLI, read by the deployer and folded in."""
+        self.events.append(DeploymentEvent(deployment_id=state.deployment_id, base_model=BASE, action=action,
+                                           status="succeeded", actor="cli", timestamp=self.tick(1)))
+        folded = rollout.fold(state, self.events[-1])
+        assert folded is not None and folded == rollout.fold_all(self.events)
+        return folded
 
     def tick(self, seconds: float = 60) -> datetime:
         self.now += timedelta(seconds=seconds)
@@ -43,7 +52,7 @@ def started(log: Log, stable: str = "", policy: Policy = POLICY) -> Rollout:
     log.take(begun)
     assert begun.state is not None
     state = log.take(rollout.loaded(begun.state, policy, log.tick(1)))
-    assert state is not None and state.phase == "canary" and state.step == 0
+    assert state.phase == "canary" and state.step == 0
     return state
 
 
@@ -99,23 +108,16 @@ def test_approval_is_waited_for_and_a_pause_holds_the_canary() -> None:
     log = Log()
     policy = Policy(steps=(50, 100), failure_limit=1, require_approval=True)
     state = started(log, policy=policy)
-    paused = DeploymentEvent(deployment_id=state.deployment_id, base_model=BASE, action="pause", status="succeeded",
-                             actor="cli", timestamp=log.tick(1))
-    log.events.append(paused)
-    state = rollout.fold(state, paused)
-    assert state is not None and state.paused
+    state = log.person(state, "pause")
+    assert state.paused
     assert rollout.judged(state, PASS, policy, log.tick()).events == []  # paused: no analysis moves it
-    approve = paused.model_copy(update={"action": "approve", "event_id": uuid4(), "timestamp": log.tick(1)})
-    log.events.append(approve)
-    state = rollout.fold(state, approve)
-    assert state is not None and not state.paused and not state.approved  # mid-canary it only lifts the pause
+    state = log.person(state, "approve")
+    assert not state.paused and not state.approved  # mid-canary it only lifts the pause
     state = log.take(rollout.judged(state, PASS, policy, log.tick()))
     assert state is not None and state.phase == "awaiting_approval" and log.events[-1].action == "pause"
     assert rollout.approved(state, log.now).events == []  # nobody approved yet
-    approve = approve.model_copy(update={"event_id": uuid4(), "timestamp": log.tick(1)})
-    log.events.append(approve)
-    state = rollout.fold(state, approve)
-    assert state is not None and state.approved
+    state = log.person(state, "approve")
+    assert state.approved
     state = log.take(rollout.approved(state, log.tick(1)))
     assert state is not None and state.phase == "promoted" and log.events[-1].weights == {"smol-1": 100}
 
