@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 HEALTH_EVERY_SECONDS = 10.0
 DECISIONS_EVERY_SECONDS = 2.0
+SETTLE_SECONDS = 5.0
+"""After an interval, its last window must close and the requests still running at its end finish and be
+stored before the interval is read."""
 
 
 def checks(deploy: Deploy) -> tuple[Check, ...]:
@@ -210,7 +213,7 @@ class Deployer:
 
     def analysis_due(self, state: Rollout, now: datetime) -> bool:
         assert state.since is not None
-        settle = self.window + self.settings.metrics.lateness_seconds + 2
+        settle = self.window + self.settings.metrics.lateness_seconds + SETTLE_SECONDS
         return now >= state.since + timedelta(seconds=self.deploy.analysis_interval_seconds + settle)
 
     def analyse(self, state: Rollout, now: datetime) -> None:
