@@ -171,3 +171,20 @@ def test_a_recorded_resolution_is_not_a_second_promotion() -> None:
     emit("promote", reason="the alert resolved", numbers={"alert_to_resolution_seconds": 120})
     again = rollout.fold_all(emit.events, state)
     assert again is not None and again.resolution_recorded and again.ended_at == state.ended_at
+
+
+def test_a_stored_row_as_the_worker_returns_it_folds_like_the_published_event() -> None:
+    from serving.deployer.process import event_from_row
+
+    log = Log()
+    state = started(log, stable="smol-0")
+    published = log.events[-1]
+    row = {"event_id": str(published.event_id), "millis": int(published.timestamp.timestamp() * 1000),
+           "deployment_id": published.deployment_id, "base_model": BASE, "adapter_name": "smol-1",
+           "action": "canary", "status": "succeeded", "traffic_percent": 10, "reason": published.reason,
+           "route": BASE, "weights": {"smol-0": 90, "smol-1": 10}, "stable_adapter": "smol-0", "actor": "deployer",
+           "run_id": "run-1", "trigger_alert_id": str(published.trigger_alert_id), "numbers": {"step": 0}}
+    stored = event_from_row(row)
+    assert stored == published
+    assert rollout.fold_all([*log.events[:-1], stored]) == state
+    assert event_from_row(row | {"trigger_alert_id": None, "adapter_name": None}).trigger_alert_id is None

