@@ -157,8 +157,9 @@ class Deployer:
         self.state = rollout.fold_all(events)
         self.unloads = rollout.pending_unloads(self.state, self.deploy.grace_period_seconds)
         if self.state is not None:
-            log.info("resumed %s (%s, %s) in phase %s at step %d", self.state.deployment_id, self.state.candidate,
-                     f"stable {self.state.target(self.state.stable)}", self.state.phase, self.state.step)
+            log.info("resumed %s (%s, stable %s) in phase %s at step %d%s", self.state.deployment_id,
+                     self.state.candidate, self.state.target(self.state.stable), self.state.phase, self.state.step,
+                     ", paused" if self.state.paused else "")
             if self.state.phase == "loading":
                 self.load(self.state.candidate)
 

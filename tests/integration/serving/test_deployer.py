@@ -23,17 +23,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 import openai
 import pytest
 
-from schemas.events import ModelCandidateEvent
+from schemas.events import AlertEvent, ModelCandidateEvent
 from serving.vllm.launcher import VllmServer
 from streams.settings import Deploy, Metrics, Settings
 from tests.integration.conftest import Child, Worker, to_env, wait_until
-from tests.integration.serving.conftest import BASE_MODEL, CLIENT_KEY, Gateway, gateway_env
+from tests.integration.serving.conftest import ADMIN_KEY, BASE_MODEL, CLIENT_KEY, Gateway, gateway_env
+from tests.integration.test_cli import llmwatch
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +51,10 @@ class DeployerProcess(Child):
 
     def ready(self) -> bool:
         return "llmwatch deployer ready" in self.log_path.read_text(errors="replace")
+
+
+def routes(gateway: Gateway) -> dict[str, dict[str, float]]:
+    return gateway.request("GET", "/admin/routes", key=ADMIN_KEY).json()["routes"]
 
 
 @dataclass
@@ -83,15 +88,17 @@ class Loop:
     deployer: DeployerProcess
     traffic: Traffic
     adapter: Path
+    make_gateway: Callable[..., Gateway]
 
-    def offer(self) -> str:
+    def offer(self, alert: AlertEvent | None = None) -> str:
         """A passing candidate in the adapters directory, offered on llm.models; its name."""
         name = f"smol-{uuid.uuid4().hex[:8]}"
         shutil.copytree(self.adapter, self.worker.settings.adapters_dir / name)
         with self.worker.publisher() as publisher:
             publisher.publish(ModelCandidateEvent(
                 run_id=f"run-{name}", base_model=BASE_MODEL, adapter_name=name,
-                adapter_uri=str(self.worker.settings.adapters_dir / name), passed_gate=True, gate_reason="passed"))
+                adapter_uri=str(self.worker.settings.adapters_dir / name), passed_gate=True, gate_reason="passed",
+                trigger_alert_id=alert.event_id if alert else None))
             publisher.flush()
         return name
 
@@ -101,6 +108,11 @@ class Loop:
         result = query(self.worker.settings, "SELECT action, status, traffic_percent, route, weights, reason, numbers "
                        f"FROM deployments FINAL WHERE deployment_id = 'dep-{adapter}' ORDER BY timestamp, event_id")
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+    def publish(self, event: AlertEvent) -> None:
+        with self.worker.publisher() as publisher:
+            publisher.publish(event)
+            publisher.flush()
 
     def ended(self, adapter: str) -> list[dict[str, Any]]:
         events = self.events(adapter)
@@ -127,7 +139,7 @@ def loop(vllm: VllmServer, tiny_adapter: Path, make_worker: Callable[..., Worker
     clients = [threading.Thread(target=traffic.run, daemon=True) for _ in range(4)]
     for client in clients:
         client.start()
-    yield Loop(worker, gateway, deployer, traffic, tiny_adapter)
+    yield Loop(worker, gateway, deployer, traffic, tiny_adapter, make_gateway)
     traffic.stop.set()
     for client in clients:
         client.join(150)
@@ -135,8 +147,17 @@ def loop(vllm: VllmServer, tiny_adapter: Path, make_worker: Callable[..., Worker
         deployer.stop(signal.SIGKILL)
 
 
+def alert(state: Literal["firing", "resolved"], fingerprint: str) -> AlertEvent:
+    return AlertEvent(rule="corrections_far_from_answers", state=state, metric="correction_rouge_l_mean", value=0.1,
+                      threshold=0.3, model=BASE_MODEL, fingerprint=fingerprint, actions=["retrain"])
+
+
 def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_request(loop: Loop) -> None:
-    name = loop.offer()
+    firing = alert("firing", f"fp-{uuid.uuid4().hex[:8]}")
+    loop.publish(firing)
+    wait_until(lambda: loop.worker.count(f"SELECT count() FROM alerts WHERE event_id = '{firing.event_id}'"), 60,
+               "the alert to be stored")
+    name = loop.offer(firing)
     events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
     steps = [(e["action"], e["status"], e["traffic_percent"]) for e in events]
     assert steps[:2] == [("load", "started", 0), ("load", "succeeded", 0)], steps
@@ -146,6 +167,7 @@ def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_requ
     promote = events[-1]
     assert (promote["action"], dict(promote["weights"])) == ("promote", {name: 100}), steps
     assert dict(promote["numbers"])["canary.requests"] >= 1
+    assert dict(promote["numbers"])["alert_to_promotion_seconds"] > 0
 
     # The gateway applies it: every answer now comes from the adapter, and the stored rows say so.
     seen = len(loop.traffic.answers)
@@ -154,6 +176,12 @@ def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_requ
     assert loop.served_by(later) == {name}
     wait_until(lambda: loop.worker.count(f"SELECT count() FROM inference_events WHERE adapter = '{name}'") > 0, 60,
                "inference rows of the adapter")
+
+    # The loop, measured: once the alert that started it resolves, the time to resolution is recorded.
+    loop.publish(alert("resolved", firing.fingerprint))
+    resolved = wait_until(lambda: [e for e in loop.events(name) if e["action"] == "promote" and not e["route"]], 120,
+                          "the alert's resolution to be recorded")
+    assert dict(resolved[0]["numbers"])["alert_to_resolution_seconds"] > 0
 
 
 def test_a_canary_users_dislike_is_rolled_back_and_stable_serves_everything_again(loop: Loop) -> None:
@@ -183,11 +211,29 @@ def test_a_deployer_killed_mid_canary_is_resumed_by_the_next_without_repeating_a
     name = loop.offer()
     wait_until(lambda: [e for e in loop.events(name) if e["action"] == "canary"], CANARY,
                f"the first canary step of {name}\n{loop.deployer.log_tail()}")
+    # A person pauses it (an event the deployer reads from the table, and the audit trail) ...
+    env = to_env(loop.worker.settings)
+    paused = llmwatch("deploy", "pause", env=env)
+    assert paused.returncode == 0 and f"pause of dep-{name}" in paused.stdout, paused.stderr + paused.stdout
+    wait_until(lambda: "pause by cli" in loop.deployer.log_path.read_text(errors="replace"), 60,
+               "the deployer to read the pause")
+    # ... the deployer is killed, and the next one resumes it, still paused.
     loop.deployer.stop(signal.SIGKILL)
     loop.deployer.start()
+    assert f"resumed dep-{name}" in loop.deployer.log_path.read_text(errors="replace")
+    assert ", paused" in loop.deployer.log_path.read_text(errors="replace").split(f"resumed dep-{name}")[-1]
+    # A gateway started mid-canary gets the same routes as the one that followed it from the start.
+    second = loop.make_gateway(loop.worker.settings).start()
+    wait_until(lambda: routes(second) == routes(loop.gateway), 60, "the second gateway to agree on the routes")
+    assert name in routes(second).get(BASE_MODEL, {})
+
+    approved = llmwatch("deploy", "approve", env=env)
+    assert approved.returncode == 0 and f"approve of dep-{name}" in approved.stdout, approved.stderr + approved.stdout
     events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
     steps = [(e["action"], e["status"], e["traffic_percent"]) for e in events]
     assert steps.count(("load", "started", 0)) == 1, steps
     assert [p for a, s, p in steps if (a, s) == ("canary", "succeeded")] == [50, 80], steps
     assert [a for a, s, _ in steps].count("promote") == 1 and steps[-1][0] == "promote", steps
-    assert "resumed dep-" + name in loop.deployer.log_path.read_text(errors="replace")
+    assert [a for a, _, _ in steps if a in ("pause", "approve")] == ["pause", "approve"], steps
+    wait_until(lambda: loop.worker.count("SELECT count() FROM audit WHERE action IN ('deploy.pause', "
+                                         "'deploy.approve')") == 2, 60, "the pause and approval in the audit trail")
