@@ -122,7 +122,7 @@ def _decide(action: str, reason: str) -> None:
         raise LlmwatchError(f"no canary of {base} is running (`llmwatch deployments` shows the history); "
                             f"nothing to {action}")
     event = DeploymentEvent(deployment_id=state.deployment_id, base_model=base, adapter_name=state.candidate,
-                            action=action, status="succeeded", actor="cli", reason=reason,  # type: ignore[arg-type]
+                            action=action, status="succeeded", actor="cli", reason=reason,
                             stable_adapter=state.stable, run_id=state.run_id, trigger_alert_id=state.trigger_alert_id)
     with Publisher.from_settings(settings) as publisher:
         publisher.publish(event)
