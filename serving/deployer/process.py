@@ -56,7 +56,7 @@ def checks(deploy: Deploy) -> tuple[Check, ...]:
 
 
 def millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    return round(moment.timestamp() * 1000)
 
 
 def from_millis(value: Any) -> datetime:

@@ -44,13 +44,16 @@ def _records(settings: Settings, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
 
-def latest_rollout(settings: Settings, base_model: str) -> list[dict[str, Any]]:
-    """Every event (the deployer's and people's) of the deployer's newest deployment for `base_model`, in order."""
-    sql = finalize_query(
+def latest_rollout_sql(base_model: str) -> str:
+    return finalize_query(
         f"SELECT {EVENT_COLUMNS} FROM deployments FINAL WHERE deployment_id = (SELECT argMax(deployment_id, "
         "timestamp) FROM deployments WHERE base_model = %(model)s AND actor = 'deployer') "
         "ORDER BY timestamp, event_id", {"model": base_model})
-    return _records(settings, sql)
+
+
+def latest_rollout(settings: Settings, base_model: str) -> list[dict[str, Any]]:
+    """Every event (the deployer's and people's) of the deployer's newest deployment for `base_model`, in order."""
+    return _records(settings, latest_rollout_sql(base_model))
 
 
 def decisions(settings: Settings, deployment_id: str) -> list[dict[str, Any]]:
@@ -66,17 +69,20 @@ def deployed(settings: Settings, deployment_id: str) -> bool:
     return int(query(settings, sql, open_store=False).rows[0][0]) > 0
 
 
-def interval_points(settings: Settings, model: str, adapters: list[str], window_seconds: int, since_ms: int,
-                    until_ms: int) -> list[dict[str, Any]]:
-    """The unlabelled metric points of these adapters from windows that began in [since, until)."""
-    sql = finalize_query(
+def interval_points_sql(model: str, adapters: list[str], window_seconds: int, since_ms: int, until_ms: int) -> str:
+    return finalize_query(
         "SELECT name, value, toUnixTimestamp64Milli(window_start) AS start_ms, adapter FROM metric_points FINAL "
         "WHERE model = %(model)s AND adapter IN %(adapters)s AND window_seconds = %(window)s AND empty(labels) "
         "AND window_start >= fromUnixTimestamp64Milli(toInt64(%(since)s), 'UTC') "
         "AND window_start < fromUnixTimestamp64Milli(toInt64(%(until)s), 'UTC')",
         {"model": model, "adapters": adapters, "window": int(window_seconds), "since": int(since_ms),
          "until": int(until_ms)})
-    return _records(settings, sql)
+
+
+def interval_points(settings: Settings, model: str, adapters: list[str], window_seconds: int, since_ms: int,
+                    until_ms: int) -> list[dict[str, Any]]:
+    """The unlabelled metric points of these adapters from windows that began in [since, until)."""
+    return _records(settings, interval_points_sql(model, adapters, window_seconds, since_ms, until_ms))
 
 
 def alert_times(settings: Settings, alert_id: str) -> tuple[int | None, int | None]:
