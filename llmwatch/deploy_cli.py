@@ -77,6 +77,19 @@ def served_models(settings: Settings) -> set[str]:
                             "LLMWATCH_SERVING__VLLM_URL") from None
 
 
+def _canary_on(settings: Settings, route: str) -> str | None:
+    """The deployer's running canary on this route, if any: a rollback by hand ends it (it must not step on)."""
+    from serving.deployer.process import event_from_row
+    from serving.deployer.rollout import fold_all
+    from streams.store.deployments import latest_rollout
+
+    try:
+        state = fold_all(event_from_row(row) for row in latest_rollout(settings, settings.serving.served_model_name))
+    except LlmwatchError:
+        return None  # no store to ask: the deployer is not running a canary it could read approvals for either
+    return state.deployment_id if state is not None and state.active and state.route == route else None
+
+
 @deploy_app.command("rollback")
 def rollback(
     to: Annotated[str | None, typer.Option("--to", help="An adapter vLLM serves; default: the base model")] = None,
@@ -92,7 +105,8 @@ def rollback(
                             "(`llmwatch deploy status`, vLLM's /v1/models)")
     # A route named like the base model that points at the base model is no route at all: remove it.
     weights = {} if route == base and target == base else {target: 100.0}
-    event = DeploymentEvent(deployment_id=f"manual-{uuid.uuid4().hex[:12]}", base_model=base,
+    event = DeploymentEvent(deployment_id=_canary_on(settings, route) or f"manual-{uuid.uuid4().hex[:12]}",
+                            base_model=base,
                             adapter_name=None if target == base else target, action="rollback", status="succeeded",
                             traffic_percent=100, route=route, weights=weights, actor="cli",
                             reason=f"rolled back by hand to {target}")

@@ -253,6 +253,7 @@ class Deployer:
         for event in new:
             log.info("%s: %s by %s (%s)", state.deployment_id, event.action, event.actor, event.reason)
         self.state = rollout.fold_all(new, state)
+        self.unloads += rollout.after_people(state, self.state, now)
         if self.state is not None and self.state.phase == "awaiting_approval" and self.state.approved:
             self.apply(rollout.approved(self.state, now, timings=self.timings(self.state, now),
                                         grace_seconds=self.deploy.grace_period_seconds))

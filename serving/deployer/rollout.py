@@ -51,6 +51,8 @@ class Rollout:
     ended_at: datetime | None = None
     unloaded: frozenset[str] = frozenset()
     resolution_recorded: bool = False
+    routed: frozenset[str] = frozenset()
+    """The route's targets after its latest change (the stable alone before the first)."""
 
     @property
     def active(self) -> bool:
@@ -94,9 +96,12 @@ def fold(state: Rollout | None, event: DeploymentEvent) -> Rollout | None:
                                                                  or state.deployment_id != event.deployment_id):
         return Rollout(deployment_id=event.deployment_id, base_model=event.base_model,
                        candidate=event.adapter_name or "", stable=event.stable_adapter, since=event.timestamp,
-                       run_id=event.run_id, trigger_alert_id=event.trigger_alert_id)
+                       run_id=event.run_id, trigger_alert_id=event.trigger_alert_id,
+                       routed=frozenset({event.stable_adapter}))
     if state is None or event.deployment_id != state.deployment_id:
         return state
+    if event.route == state.route and event.status == "succeeded":
+        state = replace(state, routed=frozenset(event.weights))
     match event.action, event.status:
         case "load", "failed":
             return replace(state, phase="failed", ended_at=event.timestamp)
@@ -252,13 +257,7 @@ def serving(state: Rollout | None) -> set[str]:
     """The adapters this rollout's route points at now (the base model is always there)."""
     if state is None:
         return set()
-    if state.phase == "promoted":
-        names = {state.candidate}
-    elif state.phase in ("canary", "awaiting_approval"):
-        names = {state.stable, state.candidate}
-    else:
-        names = {state.stable}
-    return names - {""}
+    return set(state.routed) - {"", state.base_model}
 
 
 def reloads(state: Rollout | None, served: set[str]) -> list[Load]:
@@ -277,4 +276,12 @@ def pending_unloads(state: Rollout | None, grace_seconds: float) -> list[Unload]
         names, at = [state.candidate], state.ended_at
     else:
         return []
-    return [Unload(name, at) for name in names if name not in state.unloaded]
+    return [Unload(name, at) for name in names if name not in state.unloaded and name not in serving(state)]
+
+
+def after_people(before: Rollout, after: Rollout | None, now: datetime) -> list[Unload]:
+    """A canary a person rolled back by hand (`llmwatch deploy rollback`) is over: its candidate is unloaded,
+    unless the person sent the traffic to it."""
+    if not before.active or after is None or after.phase != "rolled_back" or before.candidate in serving(after):
+        return []
+    return [Unload(before.candidate, now)]

@@ -57,10 +57,10 @@ def latest_rollout(settings: Settings, base_model: str) -> list[dict[str, Any]]:
 
 
 def decisions(settings: Settings, deployment_id: str) -> list[dict[str, Any]]:
-    """Approvals and pauses people gave a deployment (`llmwatch deploy approve|pause`), in order."""
+    """Approvals, pauses and rollbacks people gave a deployment (`llmwatch deploy approve|pause|rollback`)."""
     sql = finalize_query(
         f"SELECT {EVENT_COLUMNS} FROM deployments FINAL WHERE deployment_id = %(id)s AND actor != 'deployer' "
-        "AND action IN ('approve', 'pause') ORDER BY timestamp, event_id", {"id": deployment_id})
+        "AND action IN ('approve', 'pause', 'rollback') ORDER BY timestamp, event_id", {"id": deployment_id})
     return _records(settings, sql)
 
 

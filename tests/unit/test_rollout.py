@@ -188,3 +188,16 @@ def test_a_stored_row_as_the_worker_returns_it_folds_like_the_published_event() 
     assert stored == published
     assert rollout.fold_all([*log.events[:-1], stored]) == state
     assert event_from_row(row | {"trigger_alert_id": None, "adapter_name": None}).trigger_alert_id is None
+
+
+def test_a_rollback_by_hand_ends_the_canary_and_its_candidate_is_unloaded_unless_it_got_the_traffic() -> None:
+    log = Log()
+    state = started(log, stable="smol-0")
+    for weights, unloads in (({"smol-0": 100.0}, [Unload("smol-1", log.now)]), ({"smol-1": 100.0}, [])):
+        by_hand = DeploymentEvent(deployment_id=state.deployment_id, base_model=BASE, action="rollback",
+                                  status="succeeded", actor="cli", route=BASE, weights=weights, timestamp=log.now)
+        after = rollout.fold(state, by_hand)
+        assert after is not None and after.phase == "rolled_back" and not after.active
+        assert rollout.after_people(state, after, log.now) == unloads
+        assert rollout.pending_unloads(after, 0) == unloads
+        assert rollout.judged(after, PASS, POLICY, log.tick()).events == []  # no step after it
