@@ -142,11 +142,11 @@ def run(examples: int, interval: float, min_requests: int, clients: int, work: P
                 child.send_signal(signal.SIGTERM)
                 child.wait(150)
             vllm.stop()
-    marks = [("candidate on llm.models", candidate["ms"] / 1000)]
+    marks = [("candidate on llm.models", int(candidate["ms"]) / 1000)]
     for event in events:
         if event["status"] == "succeeded" and event["action"] in ("load", "canary", "promote"):
             what = "loaded" if event["action"] == "load" else f"{event['action']} {event['traffic_percent']:g}%"
-            marks.append((what, event["ms"] / 1000))
+            marks.append((what, int(event["ms"]) / 1000))
     return {"total_s": total, "sent": sent, "marks": marks, "timings": manifest.timings, "load_before": load,
             "promote_numbers": dict(events[-1]["numbers"]) if events else {}}
 
