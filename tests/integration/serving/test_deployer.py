@@ -250,3 +250,28 @@ def test_a_deployer_killed_mid_canary_is_resumed_by_the_next_without_repeating_a
     assert [a for a, _, _ in steps if a in ("pause", "approve")] == ["pause", "approve"], steps
     wait_until(lambda: loop.worker.count("SELECT count() FROM audit WHERE action IN ('deploy.pause', "
                                          "'deploy.approve')") == 2, 60, "the pause and approval in the audit trail")
+
+
+def test_a_rollback_by_hand_ends_a_canary_and_an_adapter_vllm_lost_is_loaded_again(loop: Loop) -> None:
+    from serving.deployer.vllm_adapters import VllmAdapters
+
+    stable = loop.traffic.answers[-1][1]
+    name = loop.offer()
+    wait_until(lambda: [e for e in loop.events(name) if e["action"] == "canary"], CANARY,
+               f"the first canary step of {name}\n{loop.deployer.log_tail()}")
+    env = to_env(loop.worker.settings) | {"LLMWATCH_SERVING__VLLM_URL": loop.deployer.settings.serving.vllm_base_url}
+    done = llmwatch("deploy", "rollback", "--to", stable, env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    events = wait_until(lambda: [e for e in loop.events(name) if (e["action"], e["status"]) == ("unload", "succeeded")]
+                        and loop.events(name), 60, "the deployer to end the canary and unload its candidate")
+    actions = [(e["action"], e["status"]) for e in events]
+    assert actions[-2:] == [("rollback", "succeeded"), ("unload", "succeeded")], actions
+
+    # vLLM forgets runtime adapters when it restarts: the deployer loads what the route points at again.
+    adapters = VllmAdapters(loop.deployer.settings.serving.vllm_base_url, loop.worker.settings.adapters_dir)
+    if stable != BASE_MODEL:
+        adapters.unload(stable)
+        wait_until(lambda: stable in adapters.served(), 60, f"the deployer to load {stable} again")
+    actions = [(e["action"], e["status"]) for e in loop.events(name)]
+    rolled_back = actions.index(("rollback", "succeeded"))
+    assert ("canary", "succeeded") not in actions[rolled_back:] and ("promote", "succeeded") not in actions, actions
