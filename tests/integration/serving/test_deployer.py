@@ -255,10 +255,10 @@ def test_a_deployer_killed_mid_canary_is_resumed_by_the_next_without_repeating_a
 def test_a_rollback_by_hand_ends_a_canary_and_an_adapter_vllm_lost_is_loaded_again(loop: Loop) -> None:
     from serving.deployer.vllm_adapters import VllmAdapters
 
-    stable = loop.traffic.answers[-1][1]
     name = loop.offer()
-    wait_until(lambda: [e for e in loop.events(name) if e["action"] == "canary"], CANARY,
-               f"the first canary step of {name}\n{loop.deployer.log_tail()}")
+    (first,) = wait_until(lambda: [e for e in loop.events(name) if e["action"] == "canary"], CANARY,
+                          f"the first canary step of {name}\n{loop.deployer.log_tail()}")
+    (stable,) = set(dict(first["weights"])) - {name}
     env = to_env(loop.worker.settings) | {"LLMWATCH_SERVING__VLLM_URL": loop.deployer.settings.serving.vllm_base_url}
     done = llmwatch("deploy", "rollback", "--to", stable, env=env)
     assert done.returncode == 0, done.stderr + done.stdout
