@@ -256,8 +256,8 @@ def test_a_rollback_by_hand_ends_a_canary_and_an_adapter_vllm_lost_is_loaded_aga
     from serving.deployer.vllm_adapters import VllmAdapters
 
     name = loop.offer()
-    (first,) = wait_until(lambda: [e for e in loop.events(name) if e["action"] == "canary"], CANARY,
-                          f"the first canary step of {name}\n{loop.deployer.log_tail()}")
+    first = wait_until(lambda: [e for e in loop.events(name) if (e["action"], e["status"]) == ("canary", "succeeded")],
+                       CANARY, f"the first canary step of {name}\n{loop.deployer.log_tail()}")[0]
     (stable,) = set(dict(first["weights"])) - {name}
     env = to_env(loop.worker.settings) | {"LLMWATCH_SERVING__VLLM_URL": loop.deployer.settings.serving.vllm_base_url}
     done = llmwatch("deploy", "rollback", "--to", stable, env=env)
