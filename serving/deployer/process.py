@@ -295,11 +295,13 @@ class Deployer:
             if state is None or unload.adapter in rollout.serving(state):
                 continue  # a route points at it again: never unload what serves
             emit = rollout.Emitter(state, now)
+            owner = unload.deployment_id or state.deployment_id
             try:
                 self.adapters.unload(unload.adapter)
-                emit("unload", adapter_name=unload.adapter, reason=f"vLLM no longer serves {unload.adapter}")
+                emit("unload", adapter_name=unload.adapter, deployment_id=owner,
+                     reason=f"vLLM no longer serves {unload.adapter}")
             except LlmwatchError as exc:
-                emit("unload", "failed", adapter_name=unload.adapter, reason=str(exc))
+                emit("unload", "failed", adapter_name=unload.adapter, deployment_id=owner, reason=str(exc))
             self.apply(emit.transition())
 
     def tick(self) -> None:

@@ -76,6 +76,8 @@ class Load:
 class Unload:
     adapter: str
     not_before: datetime
+    deployment_id: str = field(default="", compare=False)
+    """The deployment whose history records the unload (it may run after a newer one began)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,7 @@ def _promote(emit: Emitter, numbers: Mapping[str, float], timings: Mapping[str, 
          reason=f"{state.candidate} serves 100% of {state.route}; it replaces {state.target(state.stable)}")
     work: list[Load | Unload] = []
     if state.stable and state.stable != state.candidate:
-        work.append(Unload(state.stable, emit.now + timedelta(seconds=grace_seconds)))
+        work.append(Unload(state.stable, emit.now + timedelta(seconds=grace_seconds), state.deployment_id))
     return emit.transition(work)
 
 
@@ -213,7 +215,7 @@ def rollback(state: Rollout, reason: str, now: datetime, numbers: Mapping[str, f
     weights = {} if stable == state.route else {stable: 100.0}
     emit("rollback", traffic_percent=0, route=state.route, weights=weights, numbers=dict(numbers or {}),
          reason=f"{reason}; {stable} serves 100% of {state.route} again")
-    return emit.transition([Unload(state.candidate, now)])
+    return emit.transition([Unload(state.candidate, now, state.deployment_id)])
 
 
 def judged(state: Rollout, verdict: Verdict, policy: Policy, now: datetime, *,
@@ -276,7 +278,8 @@ def pending_unloads(state: Rollout | None, grace_seconds: float) -> list[Unload]
         names, at = [state.candidate], state.ended_at
     else:
         return []
-    return [Unload(name, at) for name in names if name not in state.unloaded and name not in serving(state)]
+    return [Unload(name, at, state.deployment_id) for name in names
+            if name not in state.unloaded and name not in serving(state)]
 
 
 def after_people(before: Rollout, after: Rollout | None, now: datetime) -> list[Unload]:
@@ -284,4 +287,4 @@ def after_people(before: Rollout, after: Rollout | None, now: datetime) -> list[
     unless the person sent the traffic to it."""
     if not before.active or after is None or after.phase != "rolled_back" or before.candidate in serving(after):
         return []
-    return [Unload(before.candidate, now)]
+    return [Unload(before.candidate, now, before.deployment_id)]

@@ -118,7 +118,8 @@ class Loop:
     def events(self, adapter: str) -> list[dict[str, Any]]:
         from streams.store.sql import query
 
-        result = query(self.worker.settings, "SELECT action, status, traffic_percent, route, weights, reason, numbers "
+        result = query(self.worker.settings, "SELECT action, status, traffic_percent, route, weights, reason, numbers, "
+                       "ifNull(adapter_name, '') AS adapter "
                        f"FROM deployments FINAL WHERE deployment_id = 'dep-{adapter}' ORDER BY timestamp, event_id")
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 
@@ -262,16 +263,16 @@ def test_a_rollback_by_hand_ends_a_canary_and_an_adapter_vllm_lost_is_loaded_aga
     env = to_env(loop.worker.settings) | {"LLMWATCH_SERVING__VLLM_URL": loop.deployer.settings.serving.vllm_base_url}
     done = llmwatch("deploy", "rollback", "--to", stable, env=env)
     assert done.returncode == 0, done.stderr + done.stdout
-    events = wait_until(lambda: [e for e in loop.events(name) if (e["action"], e["status"]) == ("unload", "succeeded")]
+    events = wait_until(lambda: [e for e in loop.events(name) if (e["action"], e["adapter"]) == ("unload", name)]
                         and loop.events(name), 60, "the deployer to end the canary and unload its candidate")
-    actions = [(e["action"], e["status"]) for e in events]
-    assert actions[-2:] == [("rollback", "succeeded"), ("unload", "succeeded")], actions
+    actions = [(e["action"], e["status"], e["adapter"]) for e in events]
+    assert actions[-2:] == [("rollback", "succeeded", stable), ("unload", "succeeded", name)], actions
 
     # vLLM forgets runtime adapters when it restarts: the deployer loads what the route points at again.
     adapters = VllmAdapters(loop.deployer.settings.serving.vllm_base_url, loop.worker.settings.adapters_dir)
     if stable != BASE_MODEL:
         adapters.unload(stable)
         wait_until(lambda: stable in adapters.served(), 60, f"the deployer to load {stable} again")
-    actions = [(e["action"], e["status"]) for e in loop.events(name)]
-    rolled_back = actions.index(("rollback", "succeeded"))
-    assert ("canary", "succeeded") not in actions[rolled_back:] and ("promote", "succeeded") not in actions, actions
+    after = [(e["action"], e["status"]) for e in loop.events(name)]
+    rolled_back = after.index(("rollback", "succeeded"))
+    assert ("canary", "succeeded") not in after[rolled_back:] and ("promote", "succeeded") not in after, after
