@@ -47,12 +47,15 @@ def _records(settings: Settings, sql: str) -> list[dict[str, Any]]:
 def latest_rollout_sql(base_model: str) -> str:
     return finalize_query(
         f"SELECT {EVENT_COLUMNS} FROM deployments FINAL WHERE deployment_id = (SELECT argMax(deployment_id, "
-        "timestamp) FROM deployments WHERE base_model = %(model)s AND actor = 'deployer') "
+        "timestamp) FROM deployments WHERE base_model = %(model)s AND actor = 'deployer' AND action = 'load' "
+        "AND status = 'started') "
         "ORDER BY timestamp, event_id", {"model": base_model})
 
 
 def latest_rollout(settings: Settings, base_model: str) -> list[dict[str, Any]]:
-    """Every event (the deployer's and people's) of the deployer's newest deployment for `base_model`, in order."""
+    """Every event (the deployer's and people's) of the deployer's newest deployment for `base_model`, in order.
+
+    Newest by its start: an older one may still record an unload after a newer one began."""
     return _records(settings, latest_rollout_sql(base_model))
 
 

@@ -54,7 +54,9 @@ def test_a_rollout_and_its_interval_points_read_back_from_the_store_as_the_deplo
     published = [*begun.events, *canary.events, paused]
     older = DeploymentEvent(deployment_id="dep-older", base_model=base, action="load", status="started",
                             adapter_name="older", actor="deployer", timestamp=t0 - timedelta(minutes=5))
-    assert asyncio.run(writer.write([older, *published])) == []
+    late = DeploymentEvent(deployment_id="dep-older", base_model=base, action="unload", status="succeeded",
+                           adapter_name="older", actor="deployer", timestamp=t0 + timedelta(seconds=3))
+    assert asyncio.run(writer.write([older, *published, late])) == []  # the older one's unload came last
 
     rows = asyncio.run(store.call(run_query, latest_rollout_sql(base)))
     events = [event_from_row(dict(zip(rows.columns, row, strict=True))) for row in rows.rows]

@@ -185,7 +185,8 @@ def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_requ
 
     # The gateway applies it: every answer now comes from the adapter, and the stored rows say so.
     seen = len(loop.traffic.answers)
-    wait_until(lambda: len(loop.traffic.answers) >= seen + 6, 120, "six more answers")
+    # four clients: up to four answers were asked for before the change
+    wait_until(lambda: len(loop.traffic.answers) >= seen + 8, 120, "eight more answers")
     later = len(loop.traffic.answers) - 3
     assert loop.served_by(later) == {name}
     wait_until(lambda: loop.worker.count(f"SELECT count() FROM inference_events WHERE adapter = '{name}'") > 0, 60,
@@ -213,7 +214,8 @@ def test_a_canary_users_dislike_is_rolled_back_and_stable_serves_everything_agai
                for e in failed), [e["reason"] for e in failed]
 
     seen = len(loop.traffic.answers)
-    wait_until(lambda: len(loop.traffic.answers) >= seen + 6, 120, "six more answers")
+    # four clients: up to four answers were asked for before the change
+    wait_until(lambda: len(loop.traffic.answers) >= seen + 8, 120, "eight more answers")
     assert loop.served_by(len(loop.traffic.answers) - 3) == {stable}
     wait_until(lambda: [e for e in loop.events(name) if e["action"] == "unload" and e["status"] == "succeeded"], 60,
                "the rolled-back candidate to be unloaded")
