@@ -16,7 +16,7 @@ from rich.table import Table
 
 from llmwatch.alerts_cli import alerts_app, rules_app
 from llmwatch.audit_cli import audit
-from llmwatch.deploy_cli import deploy_app, deployments
+from llmwatch.deploy_cli import deploy_app, deployer, deployments
 from llmwatch.drift_cli import app as drift_app
 from llmwatch.forget_cli import forget
 from llmwatch.probe_cli import app as probe_app
@@ -55,7 +55,7 @@ def up() -> None:
     """Run the stack on this machine: the embedded broker (unless LLMWATCH_KAFKA_BOOTSTRAP_SERVERS is set),
     the store, the ingest worker and the dashboard (unless LLMWATCH_DASHBOARD__ENABLED=false); with
     LLMWATCH_SERVING__ENABLED=true also vLLM (unless LLMWATCH_SERVING__VLLM_URL is set) and the gateway;
-    with LLMWATCH_TRAINING__ENABLED=true also the trainer.
+    with LLMWATCH_TRAINING__ENABLED=true also the trainer and the deployer.
     Stop with Ctrl-C."""
     from processors.agents import run_worker
     from streams.kafka.broker import EmbeddedBroker
@@ -68,7 +68,7 @@ def up() -> None:
         broker = EmbeddedBroker(settings.embedded_kafka_port, log_file=settings.data_dir / "broker.log")
         broker.start()
         console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
-    serving = dashboard = training = None
+    serving = dashboard = training = deploying = None
     try:
         if settings.dashboard.enabled:
             from llmwatch.dashboard.server import DashboardProcess
@@ -81,12 +81,17 @@ def up() -> None:
             serving = ServingStack(settings, console.print)
             serving.start()
         if settings.training.enabled:
+            from serving.deployer.process import DeployerChild
             from trainers.process import TrainerChild
 
             training = TrainerChild(settings, console.print)
             training.start()
+            deploying = DeployerChild(settings, console.print)
+            deploying.start()
         run_worker(settings)
     finally:
+        if deploying is not None:
+            deploying.stop()  # a canary stays where it is; the next deployer resumes it
         if training is not None:
             training.stop()  # a run in progress ends as failed while the broker can still take that event
         if dashboard is not None:
@@ -252,6 +257,7 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="Where to writ
 app.command()(trainer)
 app.command()(train)
 app.command()(deployments)
+app.command()(deployer)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pytest
 
 from schemas import FeedbackEvent, InferenceEvent, MetricPoint
-from schemas.events import TrainingRunEvent
+from schemas.events import DeploymentEvent, TrainingRunEvent
 from streams.settings import Metrics
 from tests.integration.conftest import Worker, to_env, wait_until
 
@@ -100,10 +100,14 @@ def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
                              timestamp=minute, reason="alert p99"),
             TrainingRunEvent(run_id="readme-run", status="succeeded", base_model="readme-a", dataset_size=40,
                              timestamp=minute + timedelta(minutes=2), reason="passed the gate")]
+    deployments = [DeploymentEvent(deployment_id="dep-readme-lora", base_model="readme-a", adapter_name="readme-lora",
+                                   action="canary", status="succeeded", traffic_percent=10, route="readme-a",
+                                   weights={"readme-a": 90, "readme-lora": 10}, actor="deployer",
+                                   reason="canary step 1 of 3", timestamp=minute)]
     topics = worker.settings.topics
     with worker.publisher() as publisher:
-        sent: list[InferenceEvent | FeedbackEvent | MetricPoint | TrainingRunEvent] = [
-            *a, *b, *feedback, *points, *windows, *runs]
+        sent: list[InferenceEvent | FeedbackEvent | MetricPoint | TrainingRunEvent | DeploymentEvent] = [
+            *a, *b, *feedback, *points, *windows, *runs, *deployments]
         for event in sent:
             publisher.publish(event)
         for _ in range(3):
@@ -114,8 +118,9 @@ def published(make_worker: Callable[..., Worker]) -> Iterator[Published]:
              "(SELECT count() FROM dead_letters), (SELECT count() FROM metric_points WHERE name LIKE 'bias.%')"
     wait_until(lambda: worker.sql(counts) == [[10, len(feedback), 5, len(points)]], 120, "what was published")
     wait_until(lambda: worker.sql("SELECT (SELECT count() FROM metric_points WHERE window_seconds = 60 AND "
-                                  "window_start < now() - INTERVAL 50 MINUTE), (SELECT count() FROM training_runs)")
-               == [[len(windows), len(runs)]], 120, "the window points and the training run")
+                                  "window_start < now() - INTERVAL 50 MINUTE), (SELECT count() FROM training_runs), "
+                                  "(SELECT count() FROM deployments)")
+               == [[len(windows), len(runs), len(deployments)]], 120, "the window points, training run, deployment")
     yield Published(worker, [*a, *b], minute)
     worker.stop()
 
@@ -172,7 +177,13 @@ def training_runs(rows: list[list[Any]], published: Published) -> None:
     assert [row[:5] for row in rows] == [["readme-run", "readme-a", "succeeded", 40, "passed the gate"]]
 
 
+def deployer_history(rows: list[list[Any]], published: Published) -> None:
+    assert [row[1:5] for row in rows] == [["canary", "succeeded", "readme-lora", 10.0]]
+    assert rows[0][5] == {"readme-a": 90.0, "readme-lora": 10.0}
+
+
 CHECKS = {
+    "FROM deployments FINAL WHERE actor = 'deployer'": deployer_history,
     "name = 'latency_p99_ms' AND window_seconds = 60": complete_windows_only,
     "sum(cost_total)": cost_per_user,
     "FROM training_runs": training_runs,

@@ -10,6 +10,7 @@ must a trainer restarted under a fresh consumer group, which re-reads every aler
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -250,20 +251,26 @@ def children(pid: int) -> dict[int, str]:
     return found
 
 
-def test_up_starts_the_trainer_when_enabled_and_stops_it_with_the_stack(tmp_path: Path) -> None:
+def test_up_starts_the_trainer_and_deployer_when_enabled_and_stops_them_with_the_stack(tmp_path: Path) -> None:
     env = os.environ | {"LLMWATCH_DATA_DIR": str(tmp_path), "LLMWATCH_EMBEDDED_KAFKA_PORT": str(free_port()),
                         "LLMWATCH_WEB_PORT": str(free_port()), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": "",
                         "LLMWATCH_TRAINING__ENABLED": "true", "LLMWATCH_METRICS__EMBED_PER_SECOND": "0"}
     with (tmp_path / "up.log").open("wb") as log:
         up = subprocess.Popen([sys.executable, "-m", "llmwatch", "up"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    trainer_log = tmp_path / "logs" / "trainer.log"
+    logs = tmp_path / "logs"
     try:
-        wait_until(lambda: trainer_log.exists() and "llmwatch trainer ready" in trainer_log.read_text(), 300,
-                   "the trainer under llmwatch up")
-        (trainer,) = [pid for pid, line in children(up.pid).items() if line.endswith("llmwatch trainer ")]
+        def ready(role: str) -> bool:
+            return (logs / f"{role}.log").exists() and f"llmwatch {role} ready" in (logs / f"{role}.log").read_text()
+
+        for role in ("trainer", "deployer"):
+            wait_until(functools.partial(ready, role), 300, f"the {role} under llmwatch up")
+        lines = children(up.pid).items()
+        (trainer,) = [pid for pid, line in lines if line.endswith("llmwatch trainer ")]
+        (deployer,) = [pid for pid, line in lines if line.endswith("llmwatch deployer ")]
         up.send_signal(signal.SIGINT)
         assert up.wait(180) == 0, (tmp_path / "up.log").read_text()[-3000:]
     finally:
         if up.poll() is None:
             up.kill()
     assert not Path(f"/proc/{trainer}").exists(), "the trainer outlived llmwatch up"
+    assert not Path(f"/proc/{deployer}").exists(), "the deployer outlived llmwatch up"
