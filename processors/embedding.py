@@ -63,14 +63,17 @@ def default_model_path() -> str:
 _model: Any = None
 
 
-def _load_model(path: str, on_start: Callable[[], None] | None) -> None:
-    """Runs once in the embedding process; `on_start` ties its life to the worker's (see agents.py)."""
+def _load_model(path: str, on_start: Callable[[], None] | None, parent: int) -> None:
+    """Runs once in the embedding process; `on_start` ties its life to the worker's (see agents.py). A worker
+    killed before that (while this process was starting) would leave it orphaned with a model in memory."""
     global _model
+    if on_start is not None:
+        on_start()
+    if os.getppid() != parent:
+        os._exit(0)
     import torch
     from sentence_transformers import SentenceTransformer
 
-    if on_start is not None:
-        on_start()
     torch.set_num_threads(1)  # leave the other core to ingest
     _model = SentenceTransformer(path, device="cpu", local_files_only=True)
 
@@ -92,7 +95,7 @@ class Embedder:
         self._warm: Future[Any] | None = None
         self._executor = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"),
                                              initializer=_load_model,
-                                             initargs=(self.model_path, on_process_start))
+                                             initargs=(self.model_path, on_process_start, os.getpid()))
 
     def load(self, wait: bool = True) -> None:
         """Start loading the model in its process now, so that a missing model fails early, not mid-stream.
