@@ -59,6 +59,7 @@ def up() -> None:
     Stop with Ctrl-C."""
     from processors.agents import run_worker
     from streams.kafka.broker import EmbeddedBroker
+    from streams.processes import ChildCommand
 
     settings = load_settings()
     _logging(settings)
@@ -70,24 +71,26 @@ def up() -> None:
         console.print(f"embedded broker on {broker.bootstrap_servers} (memory only: it keeps nothing across restarts)")
     serving = dashboard = training = deploying = None
     try:
+        logs = settings.data_dir / "logs"
         if settings.dashboard.enabled:
-            from llmwatch.dashboard.server import DashboardProcess
+            from llmwatch.dashboard.server import check_exposure
 
-            dashboard = DashboardProcess(settings, console.print)
+            check_exposure(settings)
+            dashboard = ChildCommand("dashboard", logs, stop_timeout=10)
             dashboard.start()
+            console.print(f"dashboard on {settings.dashboard.url} (log: {dashboard.log_file})")
         if settings.serving.enabled:
             from serving.stack import ServingStack
 
             serving = ServingStack(settings, console.print)
             serving.start()
         if settings.training.enabled:
-            from serving.deployer.process import DeployerChild
-            from trainers.process import TrainerChild
-
-            training = TrainerChild(settings, console.print)
+            training = ChildCommand("trainer", logs, stop_timeout=150)
             training.start()
-            deploying = DeployerChild(settings, console.print)
+            console.print(f"trainer: retrains on alerts that ask for it (log: {training.log_file})")
+            deploying = ChildCommand("deployer", logs, stop_timeout=30)
             deploying.start()
+            console.print(f"deployer: canaries passing candidates (log: {deploying.log_file})")
         run_worker(settings)
     finally:
         if deploying is not None:

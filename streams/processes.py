@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 
 def die_with_parent() -> None:
@@ -32,3 +35,26 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class ChildCommand:
+    """An `llmwatch` subcommand as a child of `llmwatch up`, logging to data_dir/logs/NAME.log, in a process
+    group of its own (Ctrl-C reaches only `up`, which stops its children in order)."""
+
+    def __init__(self, subcommand: str, log_dir: Path, stop_timeout: float) -> None:
+        self.subcommand = subcommand
+        self.log_file = log_dir / f"{subcommand}.log"
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as output:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "llmwatch", self.subcommand], stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=die_with_parent, start_new_session=True)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process(process, self.stop_timeout)

@@ -10,26 +10,17 @@ left unfinished are closed as failed when the next one starts.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
-from kafka import KafkaConsumer
 from pydantic import ValidationError
 
-from schemas.errors import LlmwatchError, StoreUnavailableError
+from schemas.errors import LlmwatchError
 from schemas.events import AlertEvent, Event, TrainingRunEvent, utcnow
-from streams.kafka.topics import ensure_topics
-from streams.processes import die_with_parent, stop_process
+from streams.kafka.group_member import run_member, wait_for_store
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.store.training import answered, unfinished_runs
@@ -68,18 +59,9 @@ class Trainer:
         Waits for the store first: under `llmwatch up` the trainer starts before the worker that owns it."""
         for name in remove_partial(self.settings.adapters_dir):
             log.info("removed %s: an adapter a stopped run did not finish", name)
-        deadline = time.monotonic() + wait_seconds
-        for attempt in itertools.count():
-            try:
-                unfinished = unfinished_runs(self.settings)
-                break
-            except StoreUnavailableError as exc:
-                if self.stopping.wait(1.0):
-                    return
-                if time.monotonic() > deadline:
-                    raise
-                if attempt == 0:
-                    log.info("waiting for the store: %s", exc)
+        unfinished = wait_for_store(lambda: unfinished_runs(self.settings), self.stopping, wait_seconds)
+        if unfinished is None:
+            return
         for run in unfinished:
             reason = (f"the trainer stopped (restart or crash) while the run was {run['status']}; "
                       "nothing of it was offered")
@@ -150,66 +132,11 @@ class Trainer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def serve(self, consumer: KafkaConsumer) -> None:
-        while not self.stopping.is_set():
-            batches = consumer.poll(timeout_ms=500)
-            for messages in batches.values():
-                for message in messages:
-                    if message.value:
-                        self.handle(message.value)
-            if batches:
-                consumer.commit()
-            self.tick()
-
-
-def consumer_for(settings: Settings) -> KafkaConsumer:
-    session_ms = int(settings.kafka_session_timeout_seconds * 1000)
-    return KafkaConsumer(
-        settings.topics.alerts, bootstrap_servers=settings.bootstrap_servers.split(","),
-        group_id=settings.training.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-        session_timeout_ms=session_ms, heartbeat_interval_ms=max(session_ms // 6, 100),
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, client_id="llmwatch-trainer",
-    )
-
 
 def run_trainer(settings: Settings) -> None:
     """Blocks until SIGINT/SIGTERM; a run in progress is stopped at its next step and ends as failed."""
     quiet_cpu_threads()
-    ensure_topics(settings.bootstrap_servers, settings.topics)
-    with Publisher.from_settings(settings, client_id="llmwatch-trainer") as publisher:
-        trainer = Trainer(settings, publisher)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: trainer.stopping.set())
-        trainer.recover()
-        if trainer.stopping.is_set():
-            return
-        consumer = consumer_for(settings)
-        log.info("llmwatch trainer ready: alerts from %s, adapters into %s", settings.topics.alerts,
-                 settings.adapters_dir)
-        try:
-            trainer.serve(consumer)
-        finally:
-            trainer.stop()
-            consumer.close()
-
-
-class TrainerChild:
-    """`llmwatch trainer` as a child of `llmwatch up`, in a process group of its own (Ctrl-C reaches only `up`)."""
-
-    def __init__(self, settings: Settings, progress: Callable[[str], None]) -> None:
-        self.log_file = settings.data_dir / "logs" / "trainer.log"
-        self.progress = progress
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as output:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "llmwatch", "trainer"], stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=die_with_parent, start_new_session=True)
-        self.progress(f"trainer: retrains on alerts that ask for it (log: {self.log_file})")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, 150)
+    run_member(settings, topic=settings.topics.alerts, group_id=settings.training.group_id,
+               client_id="llmwatch-trainer", build=lambda publisher: Trainer(settings, publisher),
+               ready=f"llmwatch trainer ready: alerts from {settings.topics.alerts}, "
+                     f"adapters into {settings.adapters_dir}")

@@ -1,15 +1,10 @@
-"""Running the dashboard: `llmwatch dashboard` (uvicorn), and as a child process of `llmwatch up`."""
+"""Running the dashboard: `llmwatch dashboard` (uvicorn); `llmwatch up` starts it as a child command."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Callable
 
 from schemas.errors import ServingError
-from streams.processes import die_with_parent, stop_process
 from streams.settings import Settings, require_keys_beyond_loopback
 
 
@@ -35,29 +30,3 @@ def run_dashboard(settings: Settings) -> None:
     if not server.started:
         raise ServingError(f"the dashboard could not start on {dashboard.host}:{dashboard.port} "
                            "(is the port taken? set LLMWATCH_DASHBOARD__PORT)")
-
-
-class DashboardProcess:
-    """`llmwatch dashboard` as a child of `llmwatch up`, in a process group of its own (Ctrl-C reaches only
-    `up`, which stops it first: it only reads)."""
-
-    def __init__(self, settings: Settings, progress: Callable[[str], None]) -> None:
-        self.settings = settings
-        self.progress = progress
-        self.log = settings.data_dir / "logs" / "dashboard.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        check_exposure(self.settings)
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as output:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "llmwatch", "dashboard"], stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=die_with_parent, start_new_session=True,
-            )
-        self.progress(f"dashboard on {self.settings.dashboard.url} (log: {self.log})")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, 10)

@@ -9,22 +9,14 @@ that owns it), and at start rebuilds its state from the `deployments` table.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from kafka import KafkaConsumer
 from pydantic import ValidationError
 
 from schemas.errors import LlmwatchError, StoreUnavailableError
@@ -33,8 +25,7 @@ from serving.deployer import rollout
 from serving.deployer.canary import Check, analyse
 from serving.deployer.rollout import Load, Policy, Rollout, Transition, Unload
 from serving.deployer.vllm_adapters import VllmAdapters
-from streams.kafka.topics import ensure_topics
-from streams.processes import die_with_parent, stop_process
+from streams.kafka.group_member import run_member, wait_for_store
 from streams.publisher import Publisher
 from streams.settings import Deploy, Settings
 from streams.store import deployments as store
@@ -140,18 +131,10 @@ class Deployer:
 
     def recover(self, wait_seconds: float = 600) -> None:
         """Rebuild the newest rollout from the table (waiting for the store: `up` starts the deployer first)."""
-        deadline = time.monotonic() + wait_seconds
-        for attempt in itertools.count():
-            try:
-                rows = store.latest_rollout(self.settings, self.base_model)
-                break
-            except StoreUnavailableError as exc:
-                if self.stopping.wait(1.0) or time.monotonic() > deadline:
-                    if self.stopping.is_set():
-                        return
-                    raise
-                if attempt == 0:
-                    log.info("waiting for the store: %s", exc)
+        rows = wait_for_store(lambda: store.latest_rollout(self.settings, self.base_model), self.stopping,
+                              wait_seconds)
+        if rows is None:
+            return
         events = [event_from_row(row) for row in rows]
         self.seen |= {event.event_id for event in events}
         self.state = rollout.fold_all(events)
@@ -326,64 +309,14 @@ class Deployer:
         except StoreUnavailableError as exc:
             log.warning("store unavailable, the canary waits: %s", exc)
 
-    def serve(self, consumer: KafkaConsumer) -> None:
-        while not self.stopping.is_set():
-            batches = consumer.poll(timeout_ms=500)
-            for messages in batches.values():
-                for message in messages:
-                    if message.value:
-                        self.handle(message.value)
-            if batches:
-                consumer.commit()
-            self.tick()
-
-
-def consumer_for(settings: Settings) -> KafkaConsumer:
-    session_ms = int(settings.kafka_session_timeout_seconds * 1000)
-    return KafkaConsumer(
-        settings.topics.models, bootstrap_servers=settings.bootstrap_servers.split(","),
-        group_id=settings.deploy.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-        session_timeout_ms=session_ms, heartbeat_interval_ms=max(session_ms // 6, 100),
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, client_id="llmwatch-deployer",
-    )
+    def stop(self) -> None:
+        """A canary in progress stays where it is: the next deployer resumes it from its events."""
+        self.stopping.set()
 
 
 def run_deployer(settings: Settings) -> None:
-    """Blocks until SIGINT/SIGTERM; a canary in progress stays where it is and the next deployer resumes it."""
-    ensure_topics(settings.bootstrap_servers, settings.topics)
-    with Publisher.from_settings(settings, client_id="llmwatch-deployer") as publisher:
-        deployer = Deployer(settings, publisher)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: deployer.stopping.set())
-        deployer.recover()
-        if deployer.stopping.is_set():
-            return
-        consumer = consumer_for(settings)
-        log.info("llmwatch deployer ready: candidates from %s, routes to %s, vLLM at %s", settings.topics.models,
-                 settings.topics.deployments, settings.serving.vllm_base_url)
-        try:
-            deployer.serve(consumer)
-        finally:
-            consumer.close()
-
-
-class DeployerChild:
-    """`llmwatch deployer` as a child of `llmwatch up`, in a process group of its own (Ctrl-C reaches only `up`)."""
-
-    def __init__(self, settings: Settings, progress: Callable[[str], None]) -> None:
-        self.log_file = settings.data_dir / "logs" / "deployer.log"
-        self.progress = progress
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as output:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "llmwatch", "deployer"], stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=os.environ.copy(), preexec_fn=die_with_parent, start_new_session=True)
-        self.progress(f"deployer: canaries passing candidates (log: {self.log_file})")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process, 30)
+    """Blocks until SIGINT/SIGTERM."""
+    run_member(settings, topic=settings.topics.models, group_id=settings.deploy.group_id,
+               client_id="llmwatch-deployer", build=lambda publisher: Deployer(settings, publisher),
+               ready=f"llmwatch deployer ready: candidates from {settings.topics.models}, routes to "
+                     f"{settings.topics.deployments}, vLLM at {settings.serving.vllm_base_url}")
