@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 from streams.processes import detach_from_terminal, stop_process
 from streams.settings import Settings
@@ -22,6 +23,7 @@ class WorkerProcesses:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
 
     def start(self) -> None:
         """Start processes 1..N-1; call once this process is ready to serve the store (worker.json written)."""
@@ -32,9 +34,19 @@ class WorkerProcesses:
                                                    preexec_fn=detach_from_terminal))
             log.info("worker process %d started (pid %d, port %d)", index, self.processes[-1].pid,
                      self.settings.web_port + index)
+            threading.Thread(target=self._watch, args=(index, self.processes[-1]), daemon=True,
+                             name=f"worker-{index}").start()
+
+    def _watch(self, index: int, process: subprocess.Popen[bytes]) -> None:
+        """Reap a process that ends, and say so unless we stopped it."""
+        code = process.wait()
+        if not self._stopping:
+            log.warning("worker process %d (pid %d) exited with %d; the others take its partitions, and it is not "
+                        "restarted", index, process.pid, code)
 
     def terminate(self) -> None:
         """Ask every one to stop at once: they drain their batches in parallel."""
+        self._stopping = True
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
