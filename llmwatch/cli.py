@@ -148,9 +148,9 @@ def vllm() -> None:
 @app.command()
 def worker(
     processes: Annotated[int | None, typer.Option(
-        min=1, help="Worker processes in one consumer group, at most LLMWATCH_TOPICS__PARTITIONS; with the "
-        "embedded store this one owns it and the others write through it. [env var: LLMWATCH_WORKER_PROCESSES; "
-        "default: 1]")] = None,
+        min=1, envvar="LLMWATCH_WORKER_PROCESSES", show_default="1",
+        help="Worker processes in one consumer group, at most LLMWATCH_TOPICS__PARTITIONS; with the "
+        "embedded store this one owns it and the others write through it.")] = None,
 ) -> None:
     """Run only the ingest worker, against the configured broker and store (scale out with --processes, or by
     running more in one group against a ClickHouse server)."""

@@ -346,10 +346,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _a_partition_per_process(self) -> Settings:
         if self.worker_processes > self.topics.partitions:
-            raise ValueError(f"worker_processes {self.worker_processes} is above topics.partitions "
-                             f"{self.topics.partitions}: the extra processes would get no partition and idle; "
-                             "raise LLMWATCH_TOPICS__PARTITIONS (for new topics; a topic that exists keeps its "
-                             "count) or run fewer processes")
+            raise ValueError(f"{self.worker_processes} worker processes (LLMWATCH_WORKER_PROCESSES, --processes) "
+                             f"but topics of {self.topics.partitions} partitions: the extra processes would get "
+                             "none and idle; raise LLMWATCH_TOPICS__PARTITIONS (for new topics; a topic that "
+                             "exists keeps its count) or run fewer processes")
         return self
 
     @property

@@ -41,19 +41,19 @@ def stored_by(port: int) -> int | None:
     return int(health["writer"].get("inference_events", {}).get("rows", 0))
 
 
-def second_process(worker: Worker) -> psutil.Process:
+def second_process(worker: Worker) -> psutil.Process | None:
     assert worker.process is not None
     port = worker.settings.web_port + 1  # Faust retitles the process (cmdline and environ): found by its port
     found = [p for p in psutil.Process(worker.process.pid).children()
              if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))]
     assert len(found) <= 1, found
-    return found[0] if found else None  # type: ignore[return-value]
+    return found[0] if found else None
 
 
 def test_two_processes_share_the_partitions_and_a_killed_one_loses_nothing(make_worker: Callable[..., Worker]) -> None:
     worker = make_worker(worker_processes=2, ingest_batch_size=200).start()
     port = worker.settings.web_port
-    child = wait_until(lambda: second_process(worker), 60, "the second worker process")
+    child: psutil.Process = wait_until(lambda: second_process(worker), 60, "the second worker process")
     wait_until(lambda: stored_by(port + 1) is not None, START_TIMEOUT, "the second worker process to answer")
     assert child.children() == [], "only the first process runs an embedder"
 
