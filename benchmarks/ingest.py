@@ -25,6 +25,7 @@ the machine's contention (the CPU other processes used meanwhile), since the mac
 
     python benchmarks/ingest.py --out benchmarks/RESULTS.md
     python benchmarks/ingest.py --events 2000 --latency-seconds 5 --tunings '' --quiet-wait 0   # smoke
+    python benchmarks/ingest.py --tunings LLMWATCH_WORKER_PROCESSES=2   # 1 (defaults) vs 2 worker processes
 """
 
 from __future__ import annotations

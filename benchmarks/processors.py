@@ -170,6 +170,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--phases", nargs="+", choices=["throughput", "latency", "components"],
                         default=["throughput", "latency", "components"], help="what to measure (default: all)")
+    parser.add_argument("--worker-processes", type=int, nargs="+", default=[1], metavar="N",
+                        help="a throughput arm per count: `llmwatch worker --processes N` on the same backlog, "
+                        "e.g. `1 2` (default %(default)s)")
     parser.add_argument("--events", type=int, default=1_000_000,
                         help="inference events for the throughput and memory phase (default %(default)s)")
     parser.add_argument("--feedback-ratio", type=float, default=0.3,

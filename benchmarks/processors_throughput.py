@@ -90,6 +90,8 @@ class Throughput:
     embedded: int
     windows: list[list[Any]]  # window_seconds, windows, points, requests sum, lag p50/max ms, events in them
     contention: Contention
+    processes: int = 1
+    others: list[Throughput] = field(default_factory=list)  # further arms, with other process counts
     baseline: Run | None = None
     profile: list[str] = field(default_factory=list)
     profile_rate: float = math.nan  # inference events/s the profiled worker stored while sampled
@@ -146,8 +148,12 @@ async def throughput(args: argparse.Namespace, bootstrap: str, workdir: Path) ->
     produced = await produce_timeline(bootstrap, topics, args.events, args.feedback_ratio, timeline_start,
                                       args.timeline_rate, seed=7)
     log(f"  {produced.inference:,} + {produced.feedback:,} feedback in {produced.ended - produced.started:.0f} s")
-    result = await worker_arm(args, bootstrap, workdir, topics, produced, timeline_start)
+    first, *more = args.worker_processes
+    result = await worker_arm(args, bootstrap, workdir, topics, produced, timeline_start, first)
     log(f"  steady {result.stats.steady_rate:,.0f} inference events/s")
+    for processes in more:  # the same backlog, read again by a consumer group of its own
+        result.others.append(await worker_arm(args, bootstrap, workdir, topics, produced, timeline_start, processes))
+        log(f"  steady {result.others[-1].stats.steady_rate:,.0f} inference events/s")
     log("throughput: baseline")
     await wait_for_quiet(args.quiet_cores, args.quiet_wait)
     machine_before = MachineCpu.now()
@@ -163,12 +169,14 @@ async def throughput(args: argparse.Namespace, bootstrap: str, workdir: Path) ->
 
 
 async def worker_arm(args: argparse.Namespace, bootstrap: str, workdir: Path, topics: Topics, produced: Produced,
-                     timeline_start: datetime) -> Throughput:
+                     timeline_start: datetime, processes: int = 1) -> Throughput:
     await wait_for_quiet(args.quiet_cores, args.quiet_wait)
     machine_before = MachineCpu.now()
-    worker = Worker(bootstrap, topics, workdir, "throughput")
+    worker = Worker(bootstrap, topics, workdir, "throughput" if processes == 1 else f"throughput-{processes}p",
+                    f"LLMWATCH_WORKER_PROCESSES={processes}")
     worker.start()
-    log(f"throughput: worker pid {worker.pid} started in {time.time() - worker.started_ms / 1000:.1f} s")
+    log(f"throughput: worker pid {worker.pid} ({processes} processes) started in "
+        f"{time.time() - worker.started_ms / 1000:.1f} s")
     samples: list[Sample] = []
     first: CpuSample | None = None
     embedder: int | None = None
@@ -176,11 +184,12 @@ async def worker_arm(args: argparse.Namespace, bootstrap: str, workdir: Path, to
     try:
         while True:
             tick = time.monotonic()
-            report = await asyncio.to_thread(worker.health)
+            reports = await asyncio.to_thread(worker.healths)
             embedder = embedder or embedder_pid(worker.pid)
             others = [p for p in descendants(worker.pid) if p != embedder]
             at = time.time() - worker.started_ms / 1000
-            sample = Sample(at, stored(report, "inference_events"), stored(report, "feedback_events"),
+            sample = Sample(at, sum(stored(r, "inference_events") for r in reports),
+                            sum(stored(r, "feedback_events") for r in reports),
                             vm_rss_kib(worker.pid), vm_rss_kib(embedder) if embedder else 0,
                             sum(vm_rss_kib(p) for p in others))
             samples.append(sample)
@@ -209,7 +218,8 @@ async def worker_arm(args: argparse.Namespace, bootstrap: str, workdir: Path, to
         return Throughput(
             args.events, produced.feedback, produced, args.timeline_rate, timeline_start.timestamp(),
             worker.started_ms, stats, int(feedback_first), int(feedback_last), samples, cpu_share(first, cpu_now),
-            peak_rss_kib(worker.pid), peak_rss_kib(embedder) if embedder else 0, embedded, windows, contention)
+            peak_rss_kib(worker.pid), peak_rss_kib(embedder) if embedder else 0, embedded, windows, contention,
+            processes)
     finally:
         worker.stop()
 
@@ -257,14 +267,19 @@ def render_throughput(result: Throughput, args: argparse.Namespace) -> list[str]
         f"drift sampling on at {DEFAULTS.metrics.embed_per_second:g} events/s), one process plus its embedder "
         "process; its CPU counts both. *Steady* is inference rows after the first insert over the time from the "
         "first insert to the last (`ingested_at`), as in the ingest section. The arms ran one after the other, "
-        "the worker and its children ended before the baseline started. " + CONTENTION_NOTE, "",
+        "the worker and its children ended before the baseline started. A row with more processes is "
+        "`llmwatch worker --processes N` on the same backlog, read again by a consumer group of its own (the "
+        "first process owns the store and the others write through it; one embedder); its CPU and RSS count "
+        "every process. " + CONTENTION_NOTE, "",
         "| consumer | inference events | incl. startup (events/s) | steady (events/s) | steady vs baseline | "
         "all events incl. feedback (events/s) | CPU, steady | CPU per inference event | peak RSS | others (cores) |",
         "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
-        f"| llmwatch worker | {result.events:,} | {result.stats.rate_since(result.started_ms):,.0f} | {rate:,.0f} | "
-        f"{rate / baseline.stats.steady_rate:.2f}x | {result.all_events_rate:,.0f} | {cpu_text(result.cpu)} | "
-        f"{result.cpu_per_event_us:,.0f} µs | {mib(total_peak)} (worker + embedder, sampled) | "
-        f"{result.contention.cell()} |",
+        *(f"| llmwatch worker, {arm.processes} process{'es' if arm.processes > 1 else ''} | {arm.events:,} | "
+          f"{arm.stats.rate_since(arm.started_ms):,.0f} | {arm.stats.steady_rate:,.0f} | "
+          f"{arm.stats.steady_rate / baseline.stats.steady_rate:.2f}x | {arm.all_events_rate:,.0f} | "
+          f"{cpu_text(arm.cpu)} | {arm.cpu_per_event_us:,.0f} µs | {mib(max(s.total_kib for s in arm.samples))} "
+          f"(worker + embedder{' + the other processes' if arm.processes > 1 else ''}, sampled) | "
+          f"{arm.contention.cell()} |" for arm in [result, *result.others]),
         f"| baseline | {baseline.stats.rows:,} | {baseline.startup_rate:,.0f} | {baseline.stats.steady_rate:,.0f} | "
         f"1.00x | n/a (inference only) | {cpu_text(baseline.cpu)} | {baseline.cpu_per_event_us:,.0f} µs | "
         f"{mib(baseline.peak_rss_kib)} | {baseline.contention.cell() if baseline.contention else 'n/a'} |",

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,18 +170,35 @@ def topic_env(topics: Topics) -> dict[str, str]:
     return {f"LLMWATCH_TOPICS__{name.upper()}": str(value) for name, value in topics.model_dump().items()}
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports: `llmwatch worker --processes N` serves web_port + 0..N-1."""
+    while True:
+        first = free_port()
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
 class Worker:
-    """`llmwatch worker` as a child process with its own store, topics, consumer group and web port."""
+    """`llmwatch worker` as a child process with its own store, topics, consumer group and web port; with
+    LLMWATCH_WORKER_PROCESSES=N in its tuning, N processes in one group (the first owns the store)."""
 
     def __init__(self, bootstrap: str, topics: Topics, workdir: Path, label: str, tuning: str = "") -> None:
         self.data_dir = workdir / label
         self.settings = Settings(data_dir=self.data_dir, kafka_bootstrap_servers=bootstrap, topics=topics)
+        tuned = parse_tuning(tuning)
+        self.processes = int(tuned.get("LLMWATCH_WORKER_PROCESSES", "1"))
+        self.web_port = free_ports(self.processes)
         self.env = os.environ | topic_env(topics) | {
             "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "LLMWATCH_DATA_DIR": str(self.data_dir),
             "LLMWATCH_APP_ID": f"bench-{label}-{uuid.uuid4().hex[:8]}",
-            "LLMWATCH_WEB_PORT": str(free_port()),
-        } | parse_tuning(tuning)
+            "LLMWATCH_WEB_PORT": str(self.web_port),
+        } | tuned
         self.log = self.data_dir / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.started_ms = 0.0
@@ -216,6 +234,17 @@ class Worker:
     def health(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/llmwatch/health", timeout=10) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def healths(self) -> list[dict[str, Any]]:
+        """/llmwatch/health of every process that answers (the others are starting, or were ended)."""
+        found = []
+        for port in range(self.web_port, self.web_port + self.processes):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/llmwatch/health", timeout=10) as response:
+                    found.append(json.loads(response.read()))
+            except OSError:
+                continue
+        return found
 
     def query(self, sql: str) -> list[list[Any]]:
         if self.process is None or self.process.poll() is not None:

@@ -149,10 +149,20 @@ def vllm() -> None:
 
 
 @app.command()
-def worker() -> None:
-    """Run only the ingest worker, against the configured broker and store (scale out by running more)."""
+def worker(
+    processes: Annotated[int | None, typer.Option(
+        min=1, envvar="LLMWATCH_WORKER_PROCESSES", show_default="1",
+        help="Worker processes in one consumer group, at most LLMWATCH_TOPICS__PARTITIONS; with the "
+        "embedded store this one owns it and the others write through it.")] = None,
+) -> None:
+    """Run only the ingest worker, against the configured broker and store (scale out with --processes, or by
+    running more in one group against a ClickHouse server)."""
+    import os
+
     from processors.agents import run_worker
 
+    if processes is not None:  # through the environment, so that the settings check it like any other
+        os.environ["LLMWATCH_WORKER_PROCESSES"] = str(processes)
     settings = load_settings()
     _logging(settings)
     run_worker(settings)

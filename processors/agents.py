@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import Any
 
 import faust
 from faust.types import Message
@@ -32,6 +33,7 @@ from processors.toxicity import load_toxicity_scorer
 from processors.validation import Limits, RawRecord, decode
 from processors.views import register_views
 from processors.window_job import WindowJob, WindowPlan
+from schemas.errors import ConfigurationError
 from schemas.events import (
     AlertEvent,
     AuditEvent,
@@ -52,9 +54,12 @@ from streams.kafka.transport import App
 from streams.processes import detach_from_terminal
 from streams.settings import Settings
 from streams.store.alerts import StoreAlertReader
-from streams.store.runner import StoreRunner
+from streams.store.remote import RemoteStore
+from streams.store.runner import Store, StoreRunner
+from streams.store.sql import running_worker
 from streams.store.windows import StoreWindowReader
 from streams.store.writer import ClickHouseWriter
+from streams.worker_processes import WorkerProcesses
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +173,11 @@ def register_alerts(app: App, settings: Settings, engine: AlertEngine, limits: L
         await engine.tick()
 
 
-def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder | None]:
+def build(settings: Settings, store: Store, on_ready: Callable[[], None] | None = None,
+          ) -> tuple[faust.App, Embedder | None]:
+    """`on_ready` runs once this worker serves its web port and, as the store's owner, has said where."""
     app = create_app(settings)
+    owner = settings.worker_index == 0
     publish = publisher(app, settings)
     telemetry = WorkerMetrics()
     writer = ClickHouseWriter(store, max_rows=settings.insert_max_rows,
@@ -187,7 +195,7 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
     scorers = Scorers(load_toxicity_scorer(metrics), metrics.toxicity_threshold, lexicon,
                       SentimentIntensityAnalyzer(), prices, metrics.sentiment_sample)
     embedder = None
-    if metrics.embed_per_second > 0:
+    if metrics.embed_per_second > 0 and owner:  # one 600 MB embedder is enough; it samples the owner's partitions
         embedder = Embedder(metrics.embedding_model, writer, rate=metrics.embed_per_second,
                             on_process_start=detach_from_terminal)
         embedder.load(wait=False)
@@ -230,34 +238,70 @@ def build(settings: Settings, store: StoreRunner) -> tuple[faust.App, Embedder |
         async def scrape_resources() -> None:
             await scraper.tick()
     token = secrets.token_urlsafe(24)
-    register_views(app, store, ingest, writer, token, telemetry.registry, embedder)
+    register_views(app, store, ingest, writer, token, telemetry.registry, embedder,
+                   serve_store=owner and settings.embedded_store and settings.worker_processes > 1)
 
     @app.task
     async def announce() -> None:
-        """Tell `llmwatch sql` (and `llmwatch demo`) where this worker, the store's owner, answers."""
-        settings.worker_file.parent.mkdir(parents=True, exist_ok=True)
+        """Tell `llmwatch sql` (and `llmwatch demo`, and the other worker processes) where this worker, the
+        store's owner, answers."""
         info = {"pid": os.getpid(), "url": f"http://{settings.web_host}:{settings.web_port}", "token": token}
-        fd = os.open(settings.worker_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            json.dump(info, file)
-        log.info("llmwatch worker ready: %s, store %s", info["url"], store.dsn)
+        if owner:
+            settings.worker_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(settings.worker_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump(info, file)
+        log.info("llmwatch worker %d ready: %s, store %s", settings.worker_index, info["url"], store.dsn)
+        if on_ready is not None:
+            on_ready()
 
     return app, embedder
 
 
+WORKER_STOP_SECONDS = 60.0
+"""How long the owner waits for its other processes to store their last batch before it kills them."""
+
+
+def open_store(settings: Settings) -> Store:
+    """This process's own store, or, for a process `llmwatch worker --processes N` started while the store is
+    embedded, the store through the process that started it (it announced itself before starting this one)."""
+    if settings.worker_index == 0 or not settings.embedded_store:
+        runner = StoreRunner(settings.store_dsn)
+        version = runner.open(settings.retention)
+        log.info("store %s at schema version %d", runner.dsn, version)
+        return runner
+    owner = running_worker(settings)
+    if owner is None or owner["pid"] != os.getppid():
+        raise ConfigurationError(f"LLMWATCH_WORKER_INDEX={settings.worker_index} is for the processes that "
+                                 "`llmwatch worker --processes N` starts itself; run `llmwatch worker` without it")
+    return RemoteStore(owner["url"], owner["token"])
+
+
 def run_worker(settings: Settings) -> None:
-    """Blocks until SIGINT/SIGTERM; the Faust worker stops the agents after their current batch."""
+    """Blocks until SIGINT/SIGTERM; the Faust worker stops the agents after their current batch. With
+    `worker_processes` above 1 this process starts the others, and stops them before its own store."""
     ensure_topics(settings.bootstrap_servers, settings.topics)
-    store = StoreRunner(settings.store_dsn)
-    version = store.open(settings.retention)
-    log.info("store %s at schema version %d", store.dsn, version)
-    app, embedder = build(settings, store)
+    store = open_store(settings)
+    processes = WorkerProcesses(settings) if settings.worker_processes > 1 else None
+    app, embedder = build(settings, store, on_ready=processes.start if processes else None)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types handlers as returning None | Awaitable
+    async def stop_processes(sender: Any, *args: Any, **kwargs: Any) -> None:
+        """Their last batches still reach the store: the web server stops after this."""
+        if processes is not None:
+            await asyncio.get_running_loop().run_in_executor(None, processes.stop, WORKER_STOP_SECONDS)
+        if isinstance(store, RemoteStore):
+            await store.close()
+
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     finally:
+        if processes is not None:
+            processes.stop(WORKER_STOP_SECONDS)
         if embedder is not None:
             embedder.close()
         if settings.worker_file.exists() and json.loads(settings.worker_file.read_text()).get("pid") == os.getpid():
             settings.worker_file.unlink()
-        store.close()
+        if isinstance(store, StoreRunner):
+            store.close()

@@ -1,10 +1,11 @@
 """The worker's HTTP face on loopback: health and counts for operators, Prometheus metrics, read-only SQL for
-`llmwatch sql` and the dashboard, and llmwatch's own few writes (`streams.store.admin`) for the CLI while this
-worker owns the store."""
+`llmwatch sql` and the dashboard, llmwatch's own few writes (`streams.store.admin`) for the CLI while this
+worker owns the store, and the store itself for the other processes of `llmwatch worker --processes N`."""
 
 from __future__ import annotations
 
 import hmac
+import pickle
 from dataclasses import asdict
 from typing import Any
 
@@ -16,13 +17,15 @@ from processors.embedding import Embedder
 from processors.ingest import Ingest
 from schemas.errors import StoreError
 from streams.store.admin import COMMANDS, call_command
-from streams.store.runner import StoreRunner
+from streams.store.remote import OWN_SESSION, PATH, pickled_outcome, resolve
+from streams.store.runner import Store
 from streams.store.sql import run_query
 from streams.store.writer import ClickHouseWriter
 
 
-def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: ClickHouseWriter,
-                   token: str, registry: CollectorRegistry, embedder: Embedder | None = None) -> None:
+def register_views(app: faust.App, store: Store, ingest: Ingest, writer: ClickHouseWriter,
+                   token: str, registry: CollectorRegistry, embedder: Embedder | None = None, *,
+                   serve_store: bool = False) -> None:
     def authorised(request: Request) -> bool:
         return hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
 
@@ -80,3 +83,25 @@ def register_views(app: faust.App, store: StoreRunner, ingest: Ingest, writer: C
             except StoreError as exc:
                 return self.error(400, str(exc))
             return self.json({"result": result})
+
+    if not serve_store:
+        return
+
+    @app.page(PATH)
+    class StoreCall(View):
+        """`streams.store.remote.RemoteStore` calls land here; the answer waits for the store's own."""
+
+        async def post(self, request: Request) -> Response:
+            if not authorised(request):
+                return self.error(401, "missing or wrong token: only worker processes of this store call here")
+            try:
+                fn = resolve(request.headers.get("X-Llmwatch-Call", ""))
+            except StoreError as exc:
+                return self.error(400, str(exc))
+            args, kwargs = pickle.loads(await self.read_request_content(request))
+            own = request.headers.get("X-Llmwatch-Session") == OWN_SESSION
+            try:
+                result = await (store.call_in_own_session if own else store.call)(fn, *args, **kwargs)
+            except Exception as exc:  # raised again in the caller, whatever it is
+                return self.bytes(pickled_outcome(exc, failed=True), content_type="application/octet-stream")
+            return self.bytes(pickled_outcome(result, failed=False), content_type="application/octet-stream")

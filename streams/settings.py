@@ -302,6 +302,14 @@ class Settings(BaseSettings):
     app_id: str = Field(default="llmwatch", description="Faust app id, also the consumer group")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    worker_processes: int = Field(
+        default=1, ge=1, description="`llmwatch worker` runs this many processes in one consumer group (at most "
+        "topics.partitions); with the embedded store the first owns it and the others write through it"
+    )
+    worker_index: int = Field(
+        default=0, ge=0, description="set by `llmwatch worker` for the processes it starts (1..N-1): they serve "
+        "web_port + index, keep their own Faust data dir, and never announce themselves in worker.json"
+    )
     topics: Topics = Topics()
     retention: Retention = Retention()
     serving: Serving = Serving()
@@ -335,6 +343,15 @@ class Settings(BaseSettings):
                              "LLMWATCH_TRAINING__RANK or raise LLMWATCH_SERVING__MAX_LORA_RANK")
         return self
 
+    @model_validator(mode="after")
+    def _a_partition_per_process(self) -> Settings:
+        if self.worker_processes > self.topics.partitions:
+            raise ValueError(f"{self.worker_processes} worker processes (LLMWATCH_WORKER_PROCESSES, --processes) "
+                             f"but topics of {self.topics.partitions} partitions: the extra processes would get "
+                             "none and idle; raise LLMWATCH_TOPICS__PARTITIONS (for new topics; a topic that "
+                             "exists keeps its count) or run fewer processes")
+        return self
+
     @property
     def embedded_broker(self) -> bool:
         return not self.kafka_bootstrap_servers
@@ -362,6 +379,11 @@ class Settings(BaseSettings):
     def adapters_dir(self) -> Path:
         """Where trained adapters are written, one folder each; vLLM loads them from here."""
         return self.data_dir / "adapters"
+
+    @property
+    def faust_dir(self) -> Path:
+        """Faust's data dir: one per worker process, which Faust keeps its own state in."""
+        return self.data_dir / ("faust" if self.worker_index == 0 else f"faust-{self.worker_index}")
 
     @property
     def worker_file(self) -> Path:

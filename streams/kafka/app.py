@@ -13,7 +13,7 @@ def create_app(settings: Settings) -> App:
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         store="memory://",
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(settings.faust_dir),
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

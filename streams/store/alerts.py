@@ -9,7 +9,7 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.events import MetricPoint, SeriesState, SilenceEvent
 from streams.store.client import READ_SETTINGS
-from streams.store.runner import StoreRunner
+from streams.store.runner import Store
 
 WORST_FIRST = {
     "latency": "latency_ms DESC",
@@ -73,7 +73,7 @@ def fetch_points(client: Client, since: datetime, until: datetime, names: list[s
 class StoreAlertReader:
     """`processors.ports.AlertStore` over the store thread."""
 
-    def __init__(self, store: StoreRunner) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def series(self) -> list[SeriesState]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
@@ -17,6 +17,18 @@ from streams.settings import Retention
 from streams.store.client import connect, migrate
 
 T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What the writer and the readers need: this process's `StoreRunner`, or a `RemoteStore` to the worker
+    process that owns an embedded store. `fn` is a module-level function of `streams.store` taking the client
+    first, so that either can run it."""
+
+    dsn: str
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    async def call_in_own_session(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
 
 class StoreRunner:

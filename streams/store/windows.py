@@ -15,7 +15,7 @@ import pandas as pd
 from clickhouse_connect.driver.client import Client
 
 from streams.store.client import READ_SETTINGS
-from streams.store.runner import StoreRunner
+from streams.store.runner import Store
 
 INFERENCE_COLUMNS = {
     "model": "model",
@@ -125,7 +125,7 @@ def count_stored_points(client: Client, window_start: datetime, window_seconds: 
 class StoreWindowReader:
     """`processors.ports.WindowReader` over the store thread."""
 
-    def __init__(self, store: StoreRunner) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def inference(self, start: datetime, end: datetime) -> pd.DataFrame:

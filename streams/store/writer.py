@@ -21,13 +21,14 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from schemas.errors import StoreUnavailableError
 from schemas.events import Event
 from schemas.tables import Rejected, columns, to_rows
-from streams.store.runner import StoreRunner
+from streams.store.runner import Store
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (OperationalError, ConnectionError, TimeoutError)
+RETRYABLE = (OperationalError, ConnectionError, TimeoutError, StoreUnavailableError)
 
 STORE_SIDE_CODES = frozenset({
     16,  # NO_SUCH_COLUMN_IN_TABLE: the store is behind the worker's schema
@@ -71,7 +72,7 @@ def _insert(client: Client, model: type[Event], rows: Sequence[Sequence[Any]]) -
 class ClickHouseWriter:
     def __init__(
         self,
-        store: StoreRunner,
+        store: Store,
         *,
         max_rows: int,
         max_backoff_seconds: float,
