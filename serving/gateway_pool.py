@@ -23,15 +23,11 @@ import time
 
 from schemas.errors import ServingError
 from serving.gateway.tokens import load_secret
-from serving.stack import check_exposure, shared_socket
+from serving.stack import STOP_SECONDS, check_exposure, shared_socket
 from streams.processes import die_with_parent
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-STOP_SECONDS = 60.0
-"""How long the processes get to stop (30 s for requests in flight, then the flush to Kafka or the spool)."""
-
 
 def supervise(settings: Settings) -> None:
     serving = settings.serving

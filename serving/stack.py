@@ -19,6 +19,10 @@ from streams.settings import Settings, require_keys_beyond_loopback
 
 log = logging.getLogger(__name__)
 
+STOP_SECONDS = 60.0
+"""How long a gateway process gets to stop (30 s for requests in flight, then the flush to Kafka or the spool)."""
+
+
 def check_exposure(settings: Settings) -> None:
     require_keys_beyond_loopback("gateway", settings.serving.host, settings.serving.api_keys,
                                  "LLMWATCH_SERVING__API_KEYS")
@@ -118,6 +122,6 @@ class ServingStack:
     def stop(self) -> None:
         gateway, self._gateway = self._gateway, None
         if gateway is not None:
-            stop_process(gateway, 60)
+            stop_process(gateway, STOP_SECONDS + 15)  # its processes get STOP_SECONDS, all at once
         if self.vllm is not None:
             self.vllm.stop()
