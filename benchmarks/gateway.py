@@ -32,6 +32,10 @@ With --canned-upstream SECONDS the upstream is `benchmarks/canned_upstream.py` i
 wire format, answers after a fixed delay and no CPU used meanwhile, so the same table shows what the
 gateway costs without vLLM holding the cores.
 
+With --processes 1 2 there is one gateway arm per count (`llmwatch gateway --processes N`: N processes
+behind one port), each its own gateway in front of the same upstream, in the same alternating rounds as
+direct, so one table compares them side by side; a multi-process gateway's CPU is that of all its processes.
+
 Every request the gateway answered must become an event: after the run (the gateway stopped, so its queue
 is flushed) the inference topic is read from the start and the request ids found there are compared with
 the X-Request-ID of every answered request (warm-up included): the section reports published / expected.
@@ -40,6 +44,7 @@ canned upstream are ours), and waits for a quiet machine first (--quiet-cores, -
 
     python benchmarks/gateway.py --out benchmarks/RESULTS.md
     python benchmarks/gateway.py --canned-upstream 0.2 --out benchmarks/RESULTS.md
+    python benchmarks/gateway.py --canned-upstream 0 --processes 1 2 --out benchmarks/RESULTS.md
     python benchmarks/gateway.py --canned-upstream 0.05 --seconds 2 --rounds 1 --concurrency 1 4 \
         --quiet-wait 0                                                                       # smoke
 """
@@ -61,6 +66,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +81,7 @@ from benchmarks.common import (
     MachineCpu,
     add_quiet_args,
     code_state,
+    descendants,
     free_port,
     machine,
     pct,
@@ -103,8 +110,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU of a gateway: its process and, with --processes N, the N processes it supervises."""
+    total = 0.0
+    for process in (pid, *descendants(pid)):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 @dataclass
@@ -215,13 +229,15 @@ def start_canned_upstream(workdir: Path, port: int, delay: float) -> subprocess.
     return process
 
 
-def start_gateway(workdir: Path, bootstrap: str, vllm_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_gateway(workdir: Path, bootstrap: str, vllm_url: str, port: int,
+                  processes: int = 1) -> subprocess.Popen[bytes]:
     env = os.environ | {
-        "LLMWATCH_DATA_DIR": str(workdir / "gateway"), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LLMWATCH_DATA_DIR": str(workdir / f"gateway-{processes}"), "LLMWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LLMWATCH_SERVING__GATEWAY_PROCESSES": str(processes),
         "LLMWATCH_SERVING__PORT": str(port), "LLMWATCH_SERVING__VLLM_URL": vllm_url,
         "LLMWATCH_SERVING__API_KEYS": json.dumps([KEY]), "LLMWATCH_LOG_LEVEL": "WARNING",
     }
-    log = workdir / "gateway.log"
+    log = workdir / f"gateway-{processes}.log"
     with log.open("ab") as output:
         process = subprocess.Popen([sys.executable, "-m", "llmwatch", "gateway"], env=env, stdout=output,
                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
@@ -270,7 +286,36 @@ def delivery(answered: list[str], seen: Counter[str]) -> Delivery:
     return Delivery(len(expected), len(expected & seen.keys()), sum(seen.values()), len(seen.keys() - expected))
 
 
-def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], idle_cpu: float,
+def _row(mode: str, concurrency: int, direct: Phase, gateway: Phase, label: str,
+         verdicts: list[tuple[bool, str]]) -> list[str]:
+    """The table row (and an errors row, if any) of one gateway arm at one load; its verdicts go to `verdicts`."""
+    rows: list[str] = []
+    ratio = statistics.median(gateway.round_ratios)
+    spread = f" ({min(gateway.round_ratios):.2f}-{max(gateway.round_ratios):.2f})"
+    ttft = ""
+    if mode == "streamed":
+        ttft = f"; TTFT {percentile(direct.ttft_ms, 0.5):.0f} / {percentile(gateway.ttft_ms, 0.5):.0f}"
+    added = own = "n/a (streamed: see latency)"
+    if gateway.added_ms:
+        p50, p99 = percentile(gateway.added_ms, 0.5), percentile(gateway.added_ms, 0.99)
+        added = f"**{p50:.2f} / {p99:.2f}**"
+        own = f"{percentile(gateway.own_ms, 0.5):.2f} / {percentile(gateway.own_ms, 0.99):.2f}"
+        verdicts += [(p50 <= 1.0, f"added p50 <= 1 ms ({concurrency} clients{label})"),
+                     (p99 <= 5.0, f"added p99 <= 5 ms ({concurrency} clients{label})")]
+    rows.append(
+        f"| {concurrency} clients, {mode}{label} | {len(direct.latency_ms)} / {len(gateway.latency_ms)} | "
+        f"{percentile(direct.latency_ms, 0.5):.0f} / {percentile(gateway.latency_ms, 0.5):.0f}{ttft} | "
+        f"{percentile(direct.latency_ms, 0.99):.0f} / {percentile(gateway.latency_ms, 0.99):.0f} | {added} | "
+        f"{own} | {direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
+        f"{gateway.cpu_s / gateway.seconds:.1%}, {gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms | "
+        f"{direct.others()} / {gateway.others()} |")
+    verdicts.append((ratio >= 0.97, f"throughput ratio >= 0.97 ({concurrency} clients, {mode}{label})"))
+    if direct.errors or gateway.errors:
+        rows.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 9)
+    return rows
+
+
+def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Phase]], idle_cpu: dict[str, float],
            dtype: str, delivered: Delivery) -> str:
     upstream = (f"a canned upstream answering after {args.canned_upstream:g} s (benchmarks/canned_upstream.py)"
                 if args.canned_upstream is not None else
@@ -289,34 +334,16 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Ph
         "| others, direct / gateway (cores, worst round) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    verdicts = []
+    verdicts: list[tuple[bool, str]] = []
+    idle = ", ".join(f"{rate:.1%}" + ("" if name == "gateway" else f" ({name})") for name, rate in idle_cpu.items())
     for (mode, concurrency), arms in results.items():
-        direct, gateway = arms["direct"], arms["gateway"]
-        ratio = statistics.median(gateway.round_ratios)
-        spread = f" ({min(gateway.round_ratios):.2f}-{max(gateway.round_ratios):.2f})"
-        ttft = ""
-        if mode == "streamed":
-            ttft = f"; TTFT {percentile(direct.ttft_ms, 0.5):.0f} / {percentile(gateway.ttft_ms, 0.5):.0f}"
-        added = own = "n/a (streamed: see latency)"
-        if gateway.added_ms:
-            p50, p99 = percentile(gateway.added_ms, 0.5), percentile(gateway.added_ms, 0.99)
-            added = f"**{p50:.2f} / {p99:.2f}**"
-            own = f"{percentile(gateway.own_ms, 0.5):.2f} / {percentile(gateway.own_ms, 0.99):.2f}"
-            verdicts += [(p50 <= 1.0, f"added p50 <= 1 ms ({concurrency} clients)"),
-                         (p99 <= 5.0, f"added p99 <= 5 ms ({concurrency} clients)")]
-        lines.append(
-            f"| {concurrency} clients, {mode} | {len(direct.latency_ms)} / {len(gateway.latency_ms)} | "
-            f"{percentile(direct.latency_ms, 0.5):.0f} / {percentile(gateway.latency_ms, 0.5):.0f}{ttft} | "
-            f"{percentile(direct.latency_ms, 0.99):.0f} / {percentile(gateway.latency_ms, 0.99):.0f} | {added} | "
-            f"{own} | {direct.rate:.2f} / {gateway.rate:.2f} | **{ratio:.3f}**{spread} | "
-            f"{gateway.cpu_s / gateway.seconds:.1%}, {gateway.cpu_s / max(1, len(gateway.latency_ms)) * 1000:.2f} ms | "
-            f"{direct.others()} / {gateway.others()} |")
-        verdicts.append((ratio >= 0.97, f"throughput ratio >= 0.97 ({concurrency} clients, {mode})"))
-        if direct.errors or gateway.errors:
-            lines.append(f"| errors direct / gateway: {direct.errors} / {gateway.errors} |" + " |" * 9)
+        for name, gateway in arms.items():
+            if name != "direct":
+                lines += _row(mode, concurrency, arms["direct"], gateway,
+                              "" if name == "gateway" else f", {name.removeprefix('gateway x')} process(es)", verdicts)
     lines += ["", "Own time: from the request reaching the gateway's handler to its answer being handed to the "
                   "server, minus the call to vLLM (`Server-Timing: gateway;dur=...`, also "
-                  f"`llmwatch_gateway_overhead_seconds`). Idle, the gateway uses {idle_cpu:.1%} of a core (timers, the "
+                  f"`llmwatch_gateway_overhead_seconds`). Idle, the gateway uses {idle} of a core (timers, the "
                   "Kafka client): at a few requests per second that is most of its CPU per request.",
               "", CONTENTION_NOTE.replace("broker, worker with its embedder, baseline, producer",
                                           "broker, gateway, vLLM or the canned upstream, load generator"),
@@ -338,34 +365,53 @@ async def idle_cpu_rate(pid: int, seconds: float = 10.0) -> float:
     return (cpu_seconds(pid) - before) / seconds
 
 
-async def measure(args: argparse.Namespace, direct_url: str, gateway_url: str,
-                  gateway_pid: int) -> tuple[dict[tuple[str, int], dict[str, Phase]], float, list[str]]:
-    """The phases, the gateway's idle CPU, and the request id of every request it answered."""
+async def measure(args: argparse.Namespace, direct_url: str, gateways: dict[str, tuple[str, int]]
+                  ) -> tuple[dict[tuple[str, int], dict[str, Phase]], dict[str, float], list[str]]:
+    """The phases, each gateway's idle CPU, and the request id of every request a gateway answered.
+
+    `gateways`: arm name -> (URL, pid) of each gateway arm."""
     loads = [("non-streamed", c) for c in args.concurrency] + [("streamed", min(args.concurrency))]
-    print("warming up both arms", file=sys.stderr)
+    print("warming up every arm", file=sys.stderr)
     answered: list[str] = []
-    for url in (direct_url, gateway_url):
+    urls = {"direct": (direct_url, None)} | {name: (url, pid) for name, (url, pid) in gateways.items()}
+    for name, (url, _) in urls.items():
         warm = await run_phase(url, max(args.concurrency), 5, args.max_tokens, False, None)
-        answered += warm.request_ids if url == gateway_url else []
-    idle = await idle_cpu_rate(gateway_pid)
+        answered += warm.request_ids if name != "direct" else []
+    idle = {name: await idle_cpu_rate(pid) for name, (_, pid) in gateways.items()}
     results: dict[tuple[str, int], dict[str, Phase]] = {}
     for mode, concurrency in loads:
-        arms = {"direct": Phase(), "gateway": Phase()}
+        arms = {name: Phase() for name in urls}
         for round_ in range(args.rounds):
-            order = ["direct", "gateway"] if round_ % 2 == 0 else ["gateway", "direct"]
+            order = list(urls) if round_ % 2 == 0 else list(reversed(urls))
             rates = {}
             for arm in order:
-                url, pid = (direct_url, None) if arm == "direct" else (gateway_url, gateway_pid)
+                url, pid = urls[arm]
                 await wait_for_quiet(args.quiet_cores, args.quiet_wait)
                 phase = await run_phase(url, concurrency, args.seconds, args.max_tokens, mode == "streamed", pid)
                 arms[arm].add(phase)
                 rates[arm] = phase.rate
                 print(f"  {concurrency} clients {mode} round {round_ + 1} {arm}: {phase.rate:.2f} req/s",
                       file=sys.stderr)
-            arms["gateway"].round_ratios.append(rates["gateway"] / rates["direct"])
+            for name in gateways:
+                arms[name].round_ratios.append(rates[name] / rates["direct"])
         results[(mode, concurrency)] = arms
-        answered += arms["gateway"].request_ids
+        answered += [request_id for name in gateways for request_id in arms[name].request_ids]
     return results, idle, answered
+
+
+def wait_for_processes(port: int, processes: int, log: Path) -> None:
+    """Until each of the gateway's processes has answered /health (fresh connections, the kernel spreads them)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(pids) < processes:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(pids)} of the gateway's {processes} processes answered; see {log}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+            pids.add(json.load(response)["process"]["pid"])
+
+
+def arm_name(processes: int, counts: list[int]) -> str:
+    return "gateway" if counts == [1] else f"gateway x{processes}"
 
 
 def main() -> None:
@@ -375,6 +421,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per arm, load and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1],
+                        help="gateway processes (llmwatch gateway --processes N): one gateway arm per count, "
+                             "e.g. 1 2")
     upstream = parser.add_mutually_exclusive_group()
     upstream.add_argument("--vllm-url", default="", help="an already running vLLM; default: start one")
     upstream.add_argument("--canned-upstream", type=float, metavar="SECONDS",
@@ -401,14 +450,21 @@ def main() -> None:
                 vllm.start(lambda line: print(line, file=sys.stderr))
                 vllm.wait_ready(lambda line: print(line, file=sys.stderr))
                 vllm_url = vllm.url
-            gateway_port = free_port()
-            gateway = start_gateway(workdir, broker.bootstrap_servers, vllm_url, gateway_port)
+            started: dict[str, subprocess.Popen[bytes]] = {}
+            gateways: dict[str, tuple[str, int]] = {}
             try:
-                results, idle, answered = asyncio.run(measure(args, vllm_url, f"http://127.0.0.1:{gateway_port}",
-                                                              gateway.pid))
+                for count in args.processes:
+                    port = free_port()
+                    started[arm_name(count, args.processes)] = gateway = start_gateway(
+                        workdir, broker.bootstrap_servers, vllm_url, port, count)
+                    wait_for_processes(port, count, workdir / f"gateway-{count}.log")
+                    gateways[arm_name(count, args.processes)] = (f"http://127.0.0.1:{port}", gateway.pid)
+                results, idle, answered = asyncio.run(measure(args, vllm_url, gateways))
             finally:
-                gateway.terminate()  # on SIGTERM the gateway flushes its queue to Kafka (or its spool)
-                gateway.wait(60)
+                for gateway in started.values():
+                    gateway.terminate()  # on SIGTERM the gateway flushes its queue to Kafka (or its spool)
+                for gateway in started.values():
+                    gateway.wait(90)
                 if vllm is not None:
                     vllm.stop()
                 if canned is not None:

@@ -106,14 +106,26 @@ def up() -> None:
 
 
 @app.command()
-def gateway() -> None:
+def gateway(
+    processes: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Gateway processes sharing the port, each on a core of its own "
+        "(default: LLMWATCH_SERVING__GATEWAY_PROCESSES, else 1).")] = None,
+    process_index: Annotated[int | None, typer.Option(
+        min=0, hidden=True, help="Run as process INDEX of a gateway of --processes (set by that gateway).")] = None,
+) -> None:
     """Run only the OpenAI-compatible gateway on LLMWATCH_SERVING__HOST:PORT (127.0.0.1:8080), in front of
     the vLLM at LLMWATCH_SERVING__VLLM_URL (default: the one `llmwatch up` or `llmwatch vllm` starts)."""
-    from serving.stack import run_gateway
+    from serving.stack import run_gateway, serve
 
     settings = load_settings()
+    if processes is not None:
+        settings = settings.model_copy(update={
+            "serving": settings.serving.model_copy(update={"gateway_processes": processes})})
     _logging(settings)
-    run_gateway(settings)
+    if process_index is None:
+        run_gateway(settings)
+    else:
+        serve(settings, process_index)
 
 
 @app.command()

@@ -1,10 +1,12 @@
-"""Running the gateway: `llmwatch gateway` (uvicorn), and vLLM + gateway as children of `llmwatch up`."""
+"""Running the gateway: `llmwatch gateway` (uvicorn, one process or several), and vLLM + gateway as children of
+`llmwatch up`."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,33 +19,67 @@ from streams.settings import Settings, require_keys_beyond_loopback
 
 log = logging.getLogger(__name__)
 
+STOP_SECONDS = 60.0
+"""How long a gateway process gets to stop (30 s for requests in flight, then the flush to Kafka or the spool)."""
+
+
 def check_exposure(settings: Settings) -> None:
     require_keys_beyond_loopback("gateway", settings.serving.host, settings.serving.api_keys,
                                  "LLMWATCH_SERVING__API_KEYS")
 
 
 def run_gateway(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests get 30 s to finish, then queued events are flushed."""
+    """Serve until SIGINT/SIGTERM: in this process, or as `gateway_processes` processes behind one port."""
+    if settings.serving.gateway_processes > 1:
+        from serving.gateway_pool import supervise
+
+        supervise(settings)
+    else:
+        serve(settings)
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: each gateway process binds its own and the kernel spreads the
+    connections over them (unlike one socket shared by all, where one process may accept a whole burst)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServingError(_port_taken(host, port) + f": {exc}") from None
+    return sock
+
+
+def _port_taken(host: str, port: int) -> str:
+    return f"the gateway could not start on {host}:{port} (is the port taken? set LLMWATCH_SERVING__PORT)"
+
+
+def serve(settings: Settings, index: int | None = None) -> None:
+    """One gateway process; with `index`, process `index` of several, on a socket of its own (`shared_socket`).
+
+    In-flight requests get 30 s to finish after SIGINT/SIGTERM, then queued events are flushed."""
     import uvicorn
 
     from serving.gateway.app import create_app
     from serving.gateway.limits import server_options
 
     check_exposure(settings)
-    app = create_app(settings)
     serving = settings.serving
+    app = create_app(settings, index or 0)
     config = uvicorn.Config(app, host=serving.host, port=serving.port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=30, server_header=False,
                             **server_options(serving.max_header_bytes, serving.max_headers))
     server = uvicorn.Server(config)
+    sockets = None if index is None else [shared_socket(serving.host, serving.port)]
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again under the handlers found
     # at start; a stop that was asked for is a success, so those handlers do nothing (exit code 0).
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda *_: None)
-    server.run()
+    server.run(sockets=sockets)
     if not server.started:
-        raise ServingError(f"the gateway could not start on {settings.serving.host}:{settings.serving.port} "
-                           "(is the port taken? set LLMWATCH_SERVING__PORT)")
+        raise ServingError(_port_taken(serving.host, serving.port))
 
 
 class ServingStack:
@@ -86,6 +122,6 @@ class ServingStack:
     def stop(self) -> None:
         gateway, self._gateway = self._gateway, None
         if gateway is not None:
-            stop_process(gateway, 60)
+            stop_process(gateway, STOP_SECONDS + 15)  # its processes get STOP_SECONDS, all at once
         if self.vllm is not None:
             self.vllm.stop()

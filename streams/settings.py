@@ -92,6 +92,8 @@ class Serving(BaseModel):
     enabled: bool = Field(default=False, description="`llmwatch up` also starts vLLM and the gateway")
     host: str = Field(default="127.0.0.1", description="gateway address; binding beyond loopback needs api_keys")
     port: int = Field(default=8080, ge=1, le=65535)
+    gateway_processes: int = Field(
+        default=1, ge=1, le=64, description="gateway processes sharing the port (SO_REUSEPORT), one core each")
     api_keys: list[SecretStr] = Field(default=[], description="client keys (Bearer); none: open, loopback only")
     feedback_api_keys: list[SecretStr] = Field(default=[], description="keys good for POST /v1/feedback only")
     admin_api_keys: list[SecretStr] = Field(default=[], description="keys for /admin/routes")

@@ -6,8 +6,10 @@ connection pool to vLLM open when the app starts (lifespan) and close, flushed, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
@@ -33,6 +35,7 @@ from serving.gateway.route_events import RouteFeed
 from serving.gateway.routing import Router, validate_name, validate_weights
 from serving.gateway.sink import EventSink
 from serving.gateway.spool import Spool
+from serving.gateway.spools import adopt, orphaned, spool_dir
 from serving.gateway.tokens import Signer, load_secret
 from streams.settings import LOOPBACK, Settings
 
@@ -94,11 +97,12 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 
 
 class Gateway:
-    """The parts of one gateway process, and their start and stop."""
+    """The parts of one gateway process (number `index` of the gateway's processes), and their start and stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, index: int = 0) -> None:
         serving = settings.serving
         self.settings = settings
+        self.index = index
         self.metrics = GatewayMetrics()
         self.keys = KeyRing(serving.api_keys, serving.feedback_api_keys, serving.admin_api_keys,
                             ops_open=serving.ops_open or serving.host in LOOPBACK)
@@ -133,7 +137,9 @@ class Gateway:
     async def start(self) -> None:
         serving = self.settings.serving
         self.signer = Signer(load_secret(serving.feedback_secret.get_secret_value(), self.settings.data_dir))
-        self.spool = Spool(self.settings.data_dir / "spool" / "gateway", serving.spool_max_bytes)
+        self.spool = Spool(spool_dir(self.settings.data_dir, self.index), serving.spool_max_bytes)
+        if self.index == 0:
+            await self._adopt_orphans(self.spool)
         rules = Rules(max_event_bytes=self.settings.max_event_bytes, user_ids=serving.user_ids,
                       hash_user=self.signer.user_hash)
         self.sink = EventSink(
@@ -150,8 +156,17 @@ class Gateway:
         if self.keys.open:
             log.warning("no API keys configured (LLMWATCH_SERVING__API_KEYS): the gateway is open to anyone "
                         "who can reach %s:%d", serving.host, serving.port)
-        log.info("gateway ready on http://%s:%d in front of vLLM at %s (base model %s)", serving.host, serving.port,
-                 serving.vllm_base_url, serving.served_model_name)
+        log.info("gateway%s ready on http://%s:%d in front of vLLM at %s (base model %s)",
+                 f" process {self.index} of {serving.gateway_processes}" if serving.gateway_processes > 1 else "",
+                 serving.host, serving.port, serving.vllm_base_url, serving.served_model_name)
+
+    async def _adopt_orphans(self, spool: Spool) -> None:
+        """Process 0 takes over the spools of processes that no longer run (`serving.gateway.spools`)."""
+        for orphan in orphaned(self.settings.data_dir, self.settings.serving.gateway_processes):
+            try:
+                await asyncio.to_thread(adopt, spool, orphan)
+            except OSError as exc:
+                log.error("adopting the orphaned spool %s failed (it stays for the next start): %s", orphan, exc)
 
     async def stop(self) -> None:
         await self.route_feed.stop()
@@ -170,8 +185,8 @@ class Gateway:
         return openai_error(401, reason, "invalid_request_error")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    gateway = Gateway(settings)
+def create_app(settings: Settings, index: int = 0) -> FastAPI:
+    gateway = Gateway(settings, index)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -284,7 +299,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def metrics(request: Request) -> Response:
         if refused := gateway.refusal(request, "ops"):
             return refused
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health(request: Request) -> Any:
@@ -292,7 +307,7 @@ def create_app(settings: Settings) -> FastAPI:
             return refused
         assert gateway.proxy is not None and gateway.sink is not None
         return {"status": "ok", "vllm": "ready" if await gateway.proxy.vllm_ready() else "unreachable",
-                "events": gateway.sink.status()}
+                "events": gateway.sink.status(), "process": {"index": gateway.index, "pid": os.getpid()}}
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> Response:

@@ -3,15 +3,23 @@
 Label values are bounded: endpoints and statuses are fixed sets; a model or adapter label is a name the
 gateway knows (the base model, a route's target) or one vLLM served, plainly spelled, and at most
 `MAX_ADAPTER_LABELS` of those: anything else a client sends is counted as "unknown", never kept as text.
+
+With several gateway processes (`LLMWATCH_SERVING__GATEWAY_PROCESSES`), each counts in its own memory-mapped
+files under `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode, switched on by that variable,
+which the supervisor sets to a fresh folder per run), and /metrics, whichever process answers it, adds up
+all of them: counters and histograms summed, the spool and queue gauges summed over the live processes,
+"Kafka connected" the lowest and "spool full" the highest of them.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 MAX_ADAPTER_LABELS = 64
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
@@ -43,6 +51,7 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # prometheus_client's own switch
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("llmwatch_gateway_requests", "Requests proxied to vLLM, by outcome",
@@ -72,11 +81,20 @@ class GatewayMetrics:
                                "Events lost: spool full, queue full, or not a valid event", ["reason"], registry=r)
         self.spooled = Counter("llmwatch_gateway_events_spooled", "Events written to the on-disk spool", registry=r)
         self.spool_events = Gauge("llmwatch_gateway_spool_events", "Events in the spool, waiting for Kafka",
-                                  registry=r)
-        self.spool_bytes = Gauge("llmwatch_gateway_spool_bytes", "Bytes in the spool", registry=r)
-        self.spool_full = Gauge("llmwatch_gateway_spool_full", "1 while the spool refuses events for lack of room",
-                                registry=r)
-        self.queue_depth = Gauge("llmwatch_gateway_queue_events", "Events in memory, waiting to be published",
+                                  multiprocess_mode="livesum", registry=r)
+        self.spool_bytes = Gauge("llmwatch_gateway_spool_bytes", "Bytes in the spool", multiprocess_mode="livesum",
                                  registry=r)
+        self.spool_full = Gauge("llmwatch_gateway_spool_full", "1 while the spool refuses events for lack of room",
+                                multiprocess_mode="livemax", registry=r)
+        self.queue_depth = Gauge("llmwatch_gateway_queue_events", "Events in memory, waiting to be published",
+                                 multiprocess_mode="livesum", registry=r)
         self.kafka_up = Gauge("llmwatch_gateway_kafka_connected", "1 while the last publish to Kafka worked",
-                              registry=r)
+                              multiprocess_mode="livemin", registry=r)
+
+    def exposition(self) -> bytes:
+        """The text /metrics serves: this process's registry, or every process's files in multiprocess mode."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self._multiprocess_dir)
+        return generate_latest(registry)

@@ -19,24 +19,38 @@ SECRET_FILE = "gateway.secret"
 
 
 def load_secret(configured: str, data_dir: Path) -> bytes:
-    """The configured secret, else the one kept in the data dir (made on first use)."""
+    """The configured secret, else the one kept in the data dir (made on first use).
+
+    Several gateway processes may start at once: the file is made whole beside its place and linked into
+    it, which fails if another process was first; then every process reads the one that won.
+    """
     if configured:
         return configured.encode()
     path = data_dir / SECRET_FILE
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    temporary = path.with_suffix(".tmp")
+    while True:
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError:
+            pass
+        except ValueError:  # damaged: made anew
+            path.unlink(missing_ok=True)
+        _create(path)
+
+
+def _create(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
-        file.write(secret.hex())
+        file.write(secrets.token_bytes(32).hex())
         file.flush()
         os.fsync(file.fileno())
-    temporary.replace(path)
-    return secret
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
 
 
 class Signer:

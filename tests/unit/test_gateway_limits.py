@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +121,22 @@ def test_feedback_tokens_bind_to_one_request_and_one_secret(tmp_path: Path) -> N
     assert not Signer(b"another").valid("r1", token)
     assert load_secret("configured", tmp_path) == b"configured"
     json.dumps(token)
+
+
+def _secret_after(barrier: Any, data_dir: Path, results: Any) -> None:
+    barrier.wait()
+    results.put(load_secret("", data_dir))
+
+
+def test_processes_that_start_together_make_one_secret(tmp_path: Path) -> None:
+    """Several gateway processes find no secret at once: they must still mint and check the same tokens."""
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(8), context.Queue()
+    processes = [context.Process(target=_secret_after, args=(barrier, tmp_path, results)) for _ in range(8)]
+    for process in processes:
+        process.start()
+    secrets = {results.get(timeout=30) for _ in processes}
+    for process in processes:
+        process.join(30)
+    assert secrets == {load_secret("", tmp_path)}
+    assert [path.name for path in tmp_path.iterdir()] == ["gateway.secret"]

@@ -19,13 +19,15 @@ from pydantic import SecretStr
 
 from serving.vllm.launcher import VllmServer
 from serving.vllm.model_files import MODEL_NAME, ensure_model
+from streams.processes import die_with_parent
 from streams.settings import Serving, Settings, Topics
-from tests.integration.conftest import Child, Worker, free_port
+from tests.integration.conftest import Child, Worker, free_port, wait_until
 
 BASE_MODEL = "smollm2-135m"
 CLIENT_KEY = "sk-test-client-5f1c"
 FEEDBACK_KEY = "fk-test-feedback-77aa"
 ADMIN_KEY = "ak-test-admin-0b3d"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def model_cache() -> Path:
@@ -144,6 +146,28 @@ def tiny_adapter(vllm: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> 
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    """The canned upstream: answers every chat after 20 ms, whatever the model name."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "canned_upstream.py"), str(port), "0.02"],
+                               preexec_fn=die_with_parent)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 60, "the canned upstream")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
 
 
 def topics_for(run: str) -> Topics:

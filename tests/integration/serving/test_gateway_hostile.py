@@ -13,11 +13,8 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,9 +35,8 @@ from serving.gateway.sink import EventSink
 from serving.gateway.spool import Record, Spool
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.topics import ensure_topics
-from streams.processes import die_with_parent
 from streams.settings import Serving, Settings, Topics
-from tests.integration.conftest import free_port, wait_until
+from tests.integration.conftest import free_port
 from tests.integration.serving.conftest import (
     ADMIN_KEY,
     BASE_MODEL,
@@ -52,7 +48,6 @@ from tests.integration.serving.conftest import (
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 CHAT = "/v1/chat/completions"
 MAX_EVENT_BYTES = 300_000
 """Below the default, so that requests the canned upstream accepts (aiohttp: 1 MiB at most) make events over it."""
@@ -62,28 +57,6 @@ MAX_EVENT_BYTES = 300_000
 class HostileGateway(Gateway):
     def env(self) -> dict[str, str]:
         return super().env() | {"LLMWATCH_MAX_EVENT_BYTES": str(self.settings.max_event_bytes)}
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    """The canned upstream: answers every chat after 20 ms, whatever the model name."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "canned_upstream.py"), str(port), "0.02"],
-                               preexec_fn=die_with_parent)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(up, 60, "the canned upstream")
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
 
 
 def gateway_settings(broker: EmbeddedBroker, topics: Topics, data_dir: Path, upstream: str,
