@@ -29,6 +29,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 def supervise(settings: Settings) -> None:
     serving = settings.serving
     count = serving.gateway_processes
