@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        sys.path.remove(str(Path(__file__).resolve().parent))  # its processors.py would hide the package
         print(PREFIX + json.dumps(measure(*json.loads(args.child))), flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="ingest_path_") as tmp:
