@@ -3,7 +3,9 @@
 Why it exists: decode and row building are a few µs per event each, too little for a whole-worker rate on a
 shared machine to show; CPU time (`time.process_time`) of the same calls on the same events does. How: for each
 tree (this one, and `--against REF` laid out by `git archive`), a child process with that tree first on its
-path times, best of --repeat: `validation.decode` per record, `tables.to_rows`, `scoring.scored_rows`, and
+path times, best of --repeat: `validation.decode` per record, pydantic alone on the same records and on the
+whole batch as one JSON array (an idea not taken: it was slower, and one bad record fails the whole array),
+`tables.to_rows`, `scoring.scored_rows`, and
 `Ingest.__call__` on inference records with the real scorers and a writer that keeps nothing (decode, scoring
 and rows: what the event loop does per batch before the store thread). The trees run alternately, --rounds
 times, and the best of all rounds is reported. Run by
@@ -34,6 +36,7 @@ PREFIX = "RESULT "
 
 def measure(events: int, repeat: int, seed: int) -> dict[str, float]:
     """µs of CPU per inference event for each step, with the code first on sys.path."""
+    from pydantic import TypeAdapter
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     from llmwatch.traffic import inference_event
@@ -70,8 +73,13 @@ def measure(events: int, repeat: int, seed: int) -> dict[str, float]:
     ingest = Ingest(Discard(), no_dead_letters, limits,
                     enrich={InferenceEvent: (ScoredInferenceEvent, lambda batch: scored_rows(batch, scorers))})
     batch = settings.ingest_batch_size
+    whole = TypeAdapter(list[InferenceEvent])
     steps: dict[str, Callable[[], object]] = {
         "decode per record (`validation.decode`)": lambda: [decode(r, InferenceEvent, limits) for r in records],
+        "of which pydantic alone (`model_validate_json` per record)": lambda: [
+            InferenceEvent.model_validate_json(r.value or b"") for r in records],
+        "not taken: the batch as one JSON array (`TypeAdapter(list[InferenceEvent])`)": lambda: whole.validate_json(
+            b"[" + b",".join(r.value or b"" for r in records) + b"]"),
         "rows (`tables.to_rows`)": lambda: to_rows(sample),
         "scoring + rows (`scoring.scored_rows`)": lambda: scored_rows(sample, scorers),
         f"`Ingest.__call__` in batches of {batch:,} (decode, scoring, rows; no store)": lambda: [

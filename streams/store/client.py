@@ -105,8 +105,8 @@ DERIVED_TABLES = (("overview_windows", "window_start", "metrics"),)
 def apply_retention(client: Client, retention: Retention) -> None:
     """Set each table's TTL from settings, touching only tables whose TTL differs."""
     tables = [(m.table, m.age_column, m.retention) for m in STORED_MODELS] + list(DERIVED_TABLES)
-    engines = dict(client.query(  # one query for all tables: a start costs one round trip, not one per table
-        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()").result_rows)
+    engines: dict[str, str] = {name: engine for name, engine in client.query(  # one query, not one per table
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()").result_rows}
     for table, age_column, kind in tables:
         days = getattr(retention, f"{kind}_days")
         engine = engines.get(table, "")
