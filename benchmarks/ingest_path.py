@@ -13,6 +13,8 @@ times, and the best of all rounds is reported. Run by
     python benchmarks/ingest_path.py --against c0ce70b --events 5000
 
 This file imports nothing from `benchmarks` so that the child runs the same measuring code on either tree.
+CPU time is not immune to a shared machine (a busy sibling hyperthread slows the same instructions): on
+2 shared cores single steps varied by +-15% between rounds, so compare the best of several rounds.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _with_origin(event: E, record: RawRecord) -> E:
 def _times(event: Event, limits: Limits, now: datetime) -> tuple[DeadLetterReason, str] | None:
     """A time ClickHouse cannot hold, or one the table's retention would delete at once, is refused here."""
     lo, hi = STORABLE_TIMES
-    for name, value in event.__dict__.items():  # the fields' values, read once (getattr per field cost more)
+    for name, value in event.__dict__.items():  # the fields and their values, without a getattr per field
         if isinstance(value, datetime) and not lo <= value <= hi:
             return "timestamp_out_of_range", f"{name} {value.isoformat()} is outside {lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
     days = limits.retention_days.get(type(event).retention, 0)
