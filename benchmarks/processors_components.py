@@ -131,7 +131,7 @@ def component_costs(config: dict[str, Any]) -> dict[str, Any]:
     _, seconds = timed(lambda: [is_refusal(e.response_text) for e in sample], repeat)
     costs.append(Cost("ingest", "of which: refusal regex (`is_refusal`)", batch, seconds))
     _, seconds = timed(lambda: to_rows(sample), repeat)
-    costs.append(Cost("ingest", "of which: `schemas.tables.to_rows` (model_dump per event)", batch, seconds))
+    costs.append(Cost("ingest", "of which: `schemas.tables.to_rows` (the fields read in column order)", batch, seconds))
 
     store_dir = Path(config["store_dir"])
     client = connect(f"chdb://{store_dir}")
@@ -161,7 +161,7 @@ def component_costs(config: dict[str, Any]) -> dict[str, Any]:
     # embedding: the sample the embedder would take at its rate over the longest window
     chosen = sorted(rng.sample(events, min(embed_events, len(events))), key=lambda e: e.timestamp)
     model_path = metrics.embedding_model or default_model_path()
-    _, seconds = timed(lambda: _load_model(model_path, None))
+    _, seconds = timed(lambda: _load_model(model_path, None, os.getppid()))  # in this process: its parent is its own
     info["embed_load_seconds"] = seconds
     encode(["warm-up"])
     embedded_rows: list[TextEmbedding] = []

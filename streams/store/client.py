@@ -105,12 +105,11 @@ DERIVED_TABLES = (("overview_windows", "window_start", "metrics"),)
 def apply_retention(client: Client, retention: Retention) -> None:
     """Set each table's TTL from settings, touching only tables whose TTL differs."""
     tables = [(m.table, m.age_column, m.retention) for m in STORED_MODELS] + list(DERIVED_TABLES)
+    engines: dict[str, str] = {name: engine for name, engine in client.query(  # one query, not one per table
+        "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()").result_rows}
     for table, age_column, kind in tables:
         days = getattr(retention, f"{kind}_days")
-        engine = client.command(
-            "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            parameters={"t": table},
-        )
+        engine = engines.get(table, "")
         wanted = ttl_clause(age_column, days) if days else None
         has_ttl = " TTL " in f" {engine} "
         if wanted is None and has_ttl:

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from llmwatch.traffic import inference_event
-from schemas import InferenceEvent
+from schemas import AlertEvent, DeadLetterEvent, FeedbackEvent, InferenceEvent
+from schemas.events import Event
 from schemas.tables import columns, to_rows
 from streams.settings import Settings
 from streams.store.client import migration_files, statements, ttl_clause
@@ -41,6 +42,32 @@ def test_rows_follow_the_model_fields_and_store_messages_as_json() -> None:
     assert len(row) == len(cols)
     assert row[cols.index("event_id")] == event.event_id
     assert json.loads(row[cols.index("messages")])[0]["role"] == "user"
+
+
+def _dumped_row(event: Event) -> list[object]:
+    """The row as `model_dump` gives it: what to_rows built before it read the fields directly."""
+    return [json.dumps(value, ensure_ascii=False) if name in type(event).json_fields and value is not None else value
+            for name, value in event.model_dump().items()]
+
+
+def test_rows_read_from_the_fields_equal_the_rows_of_model_dump() -> None:
+    rng = random.Random(5)
+    chat = inference_event(rng)
+    with_prompt = chat.model_copy(update={"messages": None, "prompt": "Grüße, \"quoted\"", "attributes": {"k": "v"}})
+    batches: list[list[Event]] = [
+        [chat, with_prompt, InferenceEvent.model_validate_json(chat.model_dump_json())],
+        [FeedbackEvent(request_id="r", thumbs="down", comment="nö")],
+        [DeadLetterEvent(origin_topic="t", origin_partition=1, origin_offset=2, reason="not_json", detail="d",
+                         raw=b"\xff{", raw_size=2, truncated=False)],
+        [AlertEvent(rule="r", state="firing", metric="m", value=1.0, threshold=0.5, labels={"a": "b"},
+                    request_ids=["x"], starts_at=chat.timestamp)],
+    ]
+    for events in batches:
+        rows = to_rows(events)
+        assert rows == [_dumped_row(e) for e in events]
+        assert all(len(row) == len(columns(type(events[0]))) for row in rows)
+    assert json.loads(to_rows([chat])[0][columns(InferenceEvent).index("messages")]) == \
+        [m.model_dump() for m in chat.messages or []]
 
 
 def test_migrations_are_numbered_and_split_into_statements() -> None:

@@ -96,3 +96,13 @@ def test_a_sentiment_sample_scores_the_same_events_each_time() -> None:
     assert half == scored(0.5)
     assert 0.3 < sum(half) / sum(answered) < 0.7
     assert all(a for a, h in zip(answered, half, strict=True) if h)
+
+
+def test_the_heap_trimmer_returns_freed_memory_to_the_os_where_glibc_has_it() -> None:
+    import ctypes
+
+    from processors.embedding import heap_trimmer
+
+    trim = heap_trimmer()
+    glibc = getattr(ctypes.CDLL(None), "malloc_trim", None) is not None
+    assert trim() in ((0, 1) if glibc else (None,))
