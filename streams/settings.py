@@ -111,7 +111,10 @@ class Serving(BaseModel):
     ops_open: bool = Field(
         default=False, description="/metrics, /health, /docs without a key beyond loopback too (on it, always)")
     spool_max_bytes: int = Field(default=256 * 2**20, ge=2**16, description="events kept on disk while Kafka is away")
-    queue_max_events: int = Field(default=10_000, ge=1, description="events waiting in memory to be published")
+    queue_max_events: int = Field(default=10_000, ge=1, description="events waiting in memory to be published; "
+                                  "beyond it new requests wait (up to queue_full_wait_seconds) for the publisher")
+    queue_full_wait_seconds: float = Field(default=1.0, ge=0, description="longest a request waits for room in a "
+                                           "full event queue; past it, and past twice queue_max_events, events drop")
     publish_timeout_seconds: float = Field(default=5.0, gt=0, description="Kafka silent this long: spool instead")
     replay_max_backoff_seconds: float = Field(default=5.0, gt=0, description="longest wait between tries to replay")
     upstream_timeout_seconds: float = Field(default=600.0, gt=0, description="vLLM silent this long: 504")

@@ -145,7 +145,8 @@ class Gateway:
         self.sink = EventSink(
             bootstrap_servers=self.settings.bootstrap_servers, topics=self.settings.topics, spool=self.spool,
             redactor=self.redactor, metrics=self.metrics, publish_timeout=serving.publish_timeout_seconds,
-            max_backoff=serving.replay_max_backoff_seconds, queue_max=serving.queue_max_events, rules=rules,
+            max_backoff=serving.replay_max_backoff_seconds, queue_max=serving.queue_max_events,
+            room_wait=serving.queue_full_wait_seconds, rules=rules,
         )
         self.proxy = Proxy(base_url=serving.vllm_base_url, api_key=serving.vllm_api_key.get_secret_value(),
                            router=self.router, sink=self.sink, metrics=self.metrics,

@@ -79,6 +79,9 @@ class GatewayMetrics:
                                       "Failed attempts to publish (each sends the events to the spool)", registry=r)
         self.dropped = Counter("llmwatch_gateway_events_dropped",
                                "Events lost: spool full, queue full, or not a valid event", ["reason"], registry=r)
+        self.backpressure = Counter("llmwatch_gateway_backpressure_waits",
+                                    "Requests that waited for room in a full event queue before going upstream",
+                                    registry=r)
         self.spooled = Counter("llmwatch_gateway_events_spooled", "Events written to the on-disk spool", registry=r)
         self.spool_events = Gauge("llmwatch_gateway_spool_events", "Events in the spool, waiting for Kafka",
                                   multiprocess_mode="livesum", registry=r)

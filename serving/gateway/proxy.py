@@ -124,6 +124,7 @@ class Proxy:
                             client_request_id=client_request_id(request.headers.get("x-request-id")))
         token = self.signer.feedback_token(request_id)
         headers = {"Content-Type": "application/json", "X-Request-Id": uuid.uuid4().hex, **self._auth}
+        await self.sink.room()
         sent = time.perf_counter()
         try:
             response = await self.session.post(f"{self.base_url}{PATHS[endpoint]}", data=upstream.body,

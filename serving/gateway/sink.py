@@ -20,6 +20,7 @@ on: one poison record must not stop every event behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -79,7 +80,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 class EventSink:
     def __init__(self, *, bootstrap_servers: str, topics: Topics, spool: Spool, redactor: Redactor,
                  metrics: GatewayMetrics, publish_timeout: float, max_backoff: float, queue_max: int,
-                 rules: Rules = DEFAULT_RULES) -> None:
+                 room_wait: float = 1.0, rules: Rules = DEFAULT_RULES) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.rules = rules
         self.set_aside = SetAside(spool.directory / "refused.jsonl", max(2**20, spool.max_bytes // 4))
@@ -90,7 +91,10 @@ class EventSink:
         self.publish_timeout = publish_timeout
         self.max_backoff = max_backoff
         self.queue_max = queue_max
+        self.room_wait = room_wait
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._room.set()
         self._producer: AIOKafkaProducer | None = None
         self._retry_at = 0.0
         self._backoff = 0.0
@@ -100,13 +104,27 @@ class EventSink:
         self._spool_losses = _LossReport()
         self._update_gauges()
 
+    async def room(self) -> None:
+        """Backpressure, awaited before a request goes upstream: while the queue is full, wait (at most
+        `room_wait` seconds) for the publisher to take a batch. A gateway whose CPU is saturated otherwise answers
+        faster than it can build and publish events, and the queue overflows; waiting here gives the publisher its
+        turn, so answers slow down to what can be recorded instead of events being dropped. The wait is bounded so
+        that a publisher that is stuck (a spool on a disk that does not keep up) never stops the serving."""
+        if self._queue.qsize() < self.queue_max:
+            return
+        self._room.clear()
+        self.metrics.backpressure.inc()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), self.room_wait)
+
     def submit(self, item: Exchange | FeedbackEvent | AuditEvent | DeploymentEvent) -> None:
-        """Hand an event over without waiting; if even the queue is full, count and log the loss."""
-        if self._queue.qsize() >= self.queue_max:
+        """Hand an event over without waiting. Requests wait for `room` before they start, so the queue exceeds
+        `queue_max` only by the requests already under way; past twice that, count and log the loss."""
+        if self._queue.qsize() >= 2 * self.queue_max:
             self.metrics.dropped.labels("queue_full").inc()
             if lost := self._queue_losses.add(1):
                 log.error("QUEUE FULL: %d events dropped: %d events already wait to be published (is the disk "
-                          "too slow for the spool?)", lost, self.queue_max)
+                          "too slow for the spool?)", lost, 2 * self.queue_max)
             return
         self._queue.put_nowait(item)
         self.metrics.queue_depth.set(self._queue.qsize())
@@ -172,6 +190,8 @@ class EventSink:
         while not self._queue.empty() and (stopping or len(items) < _BATCH):  # after a stop: everything
             items.append(item := self._queue.get_nowait())
             stopping = stopping or item is _STOP
+        if self._queue.qsize() < self.queue_max:
+            self._room.set()
         return items
 
     def _encode_all(self, items: list[Any]) -> list[Record]:
