@@ -19,12 +19,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 from schemas.errors import ServingError
 from serving.gateway.tokens import load_secret
 from serving.stack import STOP_SECONDS, check_exposure, shared_socket
-from streams.processes import die_with_parent
+from streams.processes import die_with_parent, stop_all
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,19 +61,3 @@ def supervise(settings: Settings) -> None:
         index, code = exited[0]
         raise ServingError(f"gateway process {index} exited with code {code}, so the others were stopped too; "
                            "its error is in the log above")
-
-
-def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    """SIGTERM to every process at once (one signal each: a second one would cut uvicorn's graceful stop
-    short), then SIGKILL to any still running after `timeout` seconds."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.error("gateway process %d did not stop within %g s: killed", process.pid, timeout)
-            process.kill()
-            process.wait()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def die_with_parent() -> None:
@@ -27,14 +31,23 @@ def detach_from_terminal() -> None:
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_all([process], timeout)
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM to every process at once (one signal each: a second one would cut uvicorn's graceful stop
+    short), then SIGKILL to any still running after `timeout` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("process %d did not stop within %g s: killed", process.pid, timeout)
+            process.kill()
+            process.wait()
 
 
 class ChildCommand:

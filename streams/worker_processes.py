@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 
-from streams.processes import detach_from_terminal, stop_process
+from streams.processes import detach_from_terminal, stop_all
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,8 @@ class WorkerProcesses:
             log.warning("worker process %d (pid %d) exited with %d; the others take its partitions, and it is not "
                         "restarted", index, process.pid, code)
 
-    def terminate(self) -> None:
-        """Ask every one to stop at once: they drain their batches in parallel."""
-        self._stopping = True
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-
     def stop(self, timeout: float) -> None:
-        """SIGTERM each, and SIGKILL one still running `timeout` seconds later."""
-        self.terminate()
-        for process in self.processes:
-            stop_process(process, timeout)
+        """SIGTERM to every one at once (they drain their batches in parallel), SIGKILL to any still running
+        `timeout` seconds later."""
+        self._stopping = True
+        stop_all(self.processes, timeout)
