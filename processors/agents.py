@@ -262,6 +262,16 @@ WORKER_STOP_SECONDS = 60.0
 """How long the owner waits for its other processes to store their last batch before it kills them."""
 
 
+class _Worker(faust.Worker):
+    def stop_and_shutdown(self) -> None:
+        """mode exits with 1 and says nothing when stopping raises: say what it was."""
+        try:
+            super().stop_and_shutdown()
+        except Exception:
+            log.exception("the worker did not stop cleanly")
+            raise
+
+
 def open_store(settings: Settings) -> Store:
     """This process's own store, or, for a process `llmwatch worker --processes N` started while the store is
     embedded, the store through the process that started it (it announced itself before starting this one)."""
@@ -293,7 +303,7 @@ def run_worker(settings: Settings) -> None:
         if isinstance(store, RemoteStore):
             await store.close()
 
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = _Worker(app, loglevel=settings.log_level, quiet=True)
     try:
         worker.execute_from_commandline()
     finally:

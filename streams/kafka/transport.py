@@ -11,6 +11,9 @@ The fetch loop (`_drain_messages`) is Faust's, but a message of a topic with a b
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 import aiokafka
@@ -18,9 +21,11 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TopicT, TransportT
-from mode import Service, ServiceT
+from mode import Seconds, Service, ServiceT
 
 from streams.kafka.batches import BatchHandler, BatchRoute
+
+log = logging.getLogger(__name__)
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -127,11 +132,60 @@ class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
+class Ticks:
+    """Timer ticks in progress: `close()` waits for them, and after it a tick does nothing.
+
+    Faust stops the producer without waiting for its timers: a window pass that was waiting on the store
+    then publishes into a stopped producer, which crashes the app, and the worker exits 1.
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._none_running = asyncio.Event()
+        self._none_running.set()
+        self._closed = False
+
+    def guard(self, fun: Callable[..., Awaitable[None]]) -> Callable[..., Coroutine[Any, Any, None]]:
+        @functools.wraps(fun)
+        async def tick(*args: Any) -> None:
+            if self._closed:
+                return
+            self._running += 1
+            self._none_running.clear()
+            try:
+                await fun(*args)
+            finally:
+                self._running -= 1
+                if not self._running:
+                    self._none_running.set()
+
+        return tick
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """A tick still running after `timeout` (one waiting out an unreachable store) is left to be cancelled."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._none_running.wait(), timeout)
+        except TimeoutError:
+            log.warning("%d timer tick(s) still running after %g s: stopping without them", self._running, timeout)
+
+
 class App(faust.App):
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.batch_routes: dict[str, BatchRoute] = {}
+        self.ticks = Ticks()
         super().__init__(*args, **kwargs)
+
+    def timer(self, interval: Seconds, on_leader: bool = False, traced: bool = True,  # type: ignore[override]
+              name: str | None = None, max_drift_correction: float = 0.1) -> Callable[..., Any]:
+        """Faust's timer, but a tick in progress finishes before the app stops (see `Ticks`)."""
+        faust_timer = super().timer(interval, on_leader, traced, name, max_drift_correction)
+        return lambda fun: faust_timer(self.ticks.guard(fun))
+
+    async def on_stop(self) -> None:
+        await self.ticks.close()
+        await super().on_stop()
 
     def batch_agent(self, topic: TopicT, handler: BatchHandler, *, max_size: int, within: float) -> None:
         """Consume `topic` (one name) in batches: `handler` gets up to `max_size` messages, or what came

@@ -80,7 +80,7 @@ def test_two_processes_share_the_partitions_and_a_killed_one_loses_nothing(make_
     seen = Counter(row[0] for row in worker.sql("SELECT request_id FROM inference_events"))
     assert set(seen) == {event.request_id for event in first + second}
     assert [request_id for request_id, times in seen.items() if times > 1] == []
-    assert worker.stop() == 0
+    assert worker.stop() == 0, worker.log_tail(80)
 
 
 def test_stopping_the_first_process_stops_every_process(make_worker: Callable[..., Worker]) -> None:

@@ -28,3 +28,33 @@ def test_a_batch_route_hands_over_at_most_max_size_and_flushes_the_rest_after_wi
     taken, room_then_full_then_freed = asyncio.run(batches())
     assert taken == [[0, 1], [2, 3], [4]]
     assert room_then_full_then_freed
+
+
+def test_the_app_stops_only_after_the_timer_tick_in_progress_and_starts_no_other() -> None:
+    """A window pass waiting on the store when the worker stops must still publish before the producer goes."""
+
+    async def stop_during_a_tick() -> tuple[list[str], bool]:
+        app = create_app(Settings(_env_file=None))
+        steps: list[str] = []
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        async def window_pass() -> None:
+            steps.append("tick")
+            inside.set()
+            await release.wait()
+            steps.append("published")
+
+        tick = app.ticks.guard(window_pass)  # what app.timer runs each interval
+        first = asyncio.create_task(tick())
+        await inside.wait()
+        stopping = asyncio.create_task(app.on_stop())
+        await asyncio.sleep(0.05)
+        waited = not stopping.done()
+        release.set()
+        await asyncio.gather(first, stopping)
+        await tick()
+        return steps, waited
+
+    steps, waited = asyncio.run(stop_during_a_tick())
+    assert waited, "the app stopped while a tick was in progress"
+    assert steps == ["tick", "published"]
