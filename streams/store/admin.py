@@ -8,7 +8,7 @@ runs nothing but a command named here; otherwise straight to the store.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +87,29 @@ def forget(client: Client, users: list[str], sessions: list[str]) -> dict[str, A
         counts[table] = found
     return {"counts": counts,
             "spans": {model: [first.isoformat(), last.isoformat()] for model, first, last in spans}}
+
+
+ERASED_USER = "(erased)"
+USER_LABELLED_TABLES = frozenset({"metric_points", "alerts"})
+
+
+def without_forgotten_users(client: Client, rows: Sequence[Sequence[Any]], labels_at: int) -> list[Sequence[Any]]:
+    """The rows with `labels['user']` replaced by ERASED_USER where that user has no inference rows left.
+
+    A window pass that read a user's rows just before `forget` deleted them publishes the user's points
+    after; they reach the store after the erasure. Run inside the insert's own store call (one thread,
+    so it cannot interleave with a `forget`), this keeps a forgotten user out of every later row. The point
+    is kept, not dropped, so that its window still counts all its points as stored.
+    """
+    users = {row[labels_at]["user"] for row in rows if "user" in row[labels_at]}
+    if not users:
+        return list(rows)
+    present = {user for (user,) in client.query(
+        "SELECT DISTINCT user_id FROM inference_events WHERE user_id IN {users:Array(String)}",
+        parameters={"users": sorted(users)}, settings=READ_SETTINGS).result_rows}
+    forgotten = users - present
+    return [[*row[:labels_at], row[labels_at] | {"user": ERASED_USER}, *row[labels_at + 1:]]
+            if row[labels_at].get("user") in forgotten else row for row in rows]
 
 
 def apply_migrations(client: Client, retention: dict[str, int]) -> int:

@@ -24,6 +24,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalErr
 from schemas.errors import StoreUnavailableError
 from schemas.events import Event
 from schemas.tables import Rejected, columns, to_rows
+from streams.store.admin import USER_LABELLED_TABLES, without_forgotten_users
 from streams.store.runner import Store
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ def backoff_seconds(attempt: int, cap: float, *, base: float = 0.1) -> float:
 
 
 def _insert(client: Client, model: type[Event], rows: Sequence[Sequence[Any]]) -> None:
-    client.insert(model.table, rows, column_names=columns(model))
+    names = columns(model)
+    if model.table in USER_LABELLED_TABLES:
+        rows = without_forgotten_users(client, rows, names.index("labels"))
+    client.insert(model.table, rows, column_names=names)
 
 
 class ClickHouseWriter:

@@ -20,7 +20,7 @@ from processors.toxicity import ProfanityCheckScorer
 from schemas import FeedbackEvent, MetricPoint
 from schemas.errors import StoreError
 from schemas.events import DeadLetterEvent, ScoredInferenceEvent, TextEmbedding
-from streams.store.admin import call_command
+from streams.store.admin import ERASED_USER, call_command
 from streams.store.runner import StoreRunner
 from streams.store.sql import run_query
 from streams.store.writer import ClickHouseWriter
@@ -97,6 +97,20 @@ def test_forget_a_user_leaves_nothing_of_them_and_everyone_else_untouched(store:
 
     again = asyncio.run(store.call(call_command, "forget", {"users": ["alice"], "sessions": []}))
     assert set(again["counts"].values()) == {0}
+
+
+def test_a_point_for_a_forgotten_user_that_arrives_after_the_erasure_is_stored_without_them(
+        store: StoreRunner) -> None:
+    """What a window pass computed from the rows just before `forget` deleted them reaches the store after."""
+    _traffic(store, "frank", "s-frank", 3)
+    _traffic(store, "gina", "s-gina", 3)
+    asyncio.run(store.call(call_command, "forget", {"users": ["frank"], "sessions": []}))
+    late = [MetricPoint(name="cost.user_total", value=2.0, model="forget-late", labels={"user": who, "x": "y"},
+                        window_start=NOW, window_seconds=60, timestamp=NOW) for who in ("frank", "gina")]
+    assert asyncio.run(ClickHouseWriter(store, max_rows=100, max_backoff_seconds=1).write(late)) == []
+    stored = asyncio.run(store.call(run_query, "SELECT labels FROM metric_points WHERE model = 'forget-late' "
+                                               "ORDER BY labels['user']")).rows
+    assert [row[0] for row in stored] == [{"user": ERASED_USER, "x": "y"}, {"user": "gina", "x": "y"}]
 
 
 def test_forget_a_session(store: StoreRunner) -> None:
