@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -93,23 +93,34 @@ ERASED_USER = "(erased)"
 USER_LABELLED_TABLES = frozenset({"metric_points", "alerts"})
 
 
-def without_forgotten_users(client: Client, rows: Sequence[Sequence[Any]], labels_at: int) -> list[Sequence[Any]]:
-    """The rows with `labels['user']` replaced by ERASED_USER where that user has no inference rows left.
+def without_forgotten_users(client: Client, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """The rows (metric points or alerts, in `names` column order) with `labels['user']` replaced by
+    ERASED_USER where that user has no inference rows left in the rows' windows.
 
     A window pass that read a user's rows just before `forget` deleted them publishes the user's points
     after; they reach the store after the erasure. Run inside the insert's own store call (one thread,
     so it cannot interleave with a `forget`), this keeps a forgotten user out of every later row. The point
-    is kept, not dropped, so that its window still counts all its points as stored.
+    is kept, not dropped, so that its window still counts all its points as stored. The lookup is bounded
+    by the rows' models and windows (the table's sort key), so it costs the same on a table of any age.
     """
-    users = {row[labels_at]["user"] for row in rows if "user" in row[labels_at]}
-    if not users:
+    labels, model, start, seconds = (names.index(n) for n in ("labels", "model", "window_start", "window_seconds"))
+    labelled = [row for row in rows if "user" in row[labels]]
+    if not labelled:
         return list(rows)
+    users = {row[labels]["user"] for row in labelled}
+    window = ""
+    parameters: dict[str, Any] = {"users": sorted(users), "models": sorted({row[model] for row in labelled})}
+    if all(row[start] is not None for row in labelled):
+        window = ("AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}")
+        parameters["since"] = min(row[start] for row in labelled)
+        parameters["until"] = max(row[start] + timedelta(seconds=row[seconds]) for row in labelled)
     present = {user for (user,) in client.query(
-        "SELECT DISTINCT user_id FROM inference_events WHERE user_id IN {users:Array(String)}",
-        parameters={"users": sorted(users)}, settings=READ_SETTINGS).result_rows}
+        "SELECT DISTINCT user_id FROM inference_events WHERE model IN {models:Array(String)} "
+        f"AND user_id IN {{users:Array(String)}} {window}",
+        parameters=parameters, settings=READ_SETTINGS).result_rows}
     forgotten = users - present
-    return [[*row[:labels_at], row[labels_at] | {"user": ERASED_USER}, *row[labels_at + 1:]]
-            if row[labels_at].get("user") in forgotten else row for row in rows]
+    return [[*row[:labels], row[labels] | {"user": ERASED_USER}, *row[labels + 1:]]
+            if row[labels].get("user") in forgotten else row for row in rows]
 
 
 def apply_migrations(client: Client, retention: dict[str, int]) -> int:

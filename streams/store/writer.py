@@ -69,7 +69,7 @@ def backoff_seconds(attempt: int, cap: float, *, base: float = 0.1) -> float:
 def _insert(client: Client, model: type[Event], rows: Sequence[Sequence[Any]]) -> None:
     names = columns(model)
     if model.table in USER_LABELLED_TABLES:
-        rows = without_forgotten_users(client, rows, names.index("labels"))
+        rows = without_forgotten_users(client, names, rows)
     client.insert(model.table, rows, column_names=names)
 
 
