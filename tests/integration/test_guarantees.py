@@ -133,8 +133,11 @@ def test_a_worker_killed_mid_stream_stores_each_request_once_whether_or_not_prod
         if committed(worker.settings, worker.settings.topics.inference) < stored_at_kill:
             break  # stored past the last commit: read again after the restart
         worker.start()
-        wait_until(lambda more=stored_at_kill + N // 20: worker.count("SELECT count() FROM inference_events") >= more,
-                   120, "more rows")
+
+        def grown(more: int = stored_at_kill + N // 20) -> bool:
+            return worker.count("SELECT count() FROM inference_events") >= more
+
+        wait_until(grown, 120, "more rows")
     else:
         pytest.fail("four kills each landed on a commit: nothing would be replayed, nothing tested")
     worker.start()
