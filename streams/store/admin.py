@@ -93,7 +93,8 @@ ERASED_USER = "(erased)"
 USER_LABELLED_TABLES = frozenset({"metric_points", "alerts"})
 
 
-def without_forgotten_users(client: Client, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+def without_forgotten_users(client: Client, names: Sequence[str], rows: Sequence[Sequence[Any]],
+                            ) -> Sequence[Sequence[Any]]:
     """The rows (metric points or alerts, in `names` column order) with `labels['user']` replaced by
     ERASED_USER where that user has no inference rows left in the rows' windows.
 
@@ -106,12 +107,12 @@ def without_forgotten_users(client: Client, names: Sequence[str], rows: Sequence
     labels, model, start, seconds = (names.index(n) for n in ("labels", "model", "window_start", "window_seconds"))
     labelled = [row for row in rows if "user" in row[labels]]
     if not labelled:
-        return list(rows)
+        return rows
     users = {row[labels]["user"] for row in labelled}
     window = ""
     parameters: dict[str, Any] = {"users": sorted(users), "models": sorted({row[model] for row in labelled})}
     if all(row[start] is not None for row in labelled):
-        window = ("AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}")
+        window = "AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}"
         parameters["since"] = min(row[start] for row in labelled)
         parameters["until"] = max(row[start] + timedelta(seconds=row[seconds]) for row in labelled)
     present = {user for (user,) in client.query(
