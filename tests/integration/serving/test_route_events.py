@@ -6,6 +6,7 @@ Route reads and deletions need no model, so these gateways front a vLLM address 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ def routes(gw: Gateway) -> dict[str, Any]:
 
 
 def change(route: str, weights: dict[str, float]) -> DeploymentEvent:
+    """A route change a millisecond after the one before: the table orders changes by time (as the deployer
+    spaces its own), and two made in the same millisecond would be ordered by their random ids."""
+    time.sleep(0.002)
     return DeploymentEvent(deployment_id="dep-1", base_model=BASE, adapter_name="cand", action="canary",
                            status="succeeded", route=route, weights=weights, actor="deployer")
 
