@@ -213,8 +213,9 @@ def test_a_canary_users_dislike_is_rolled_back_and_stable_serves_everything_agai
     name = loop.offer()
     loop.traffic.dislike.add(name)
     events = wait_until(lambda: loop.ended(name), CANARY, f"the canary of {name} to end\n{loop.deployer.log_tail()}")
+    why = [(e["action"], e["status"], e["reason"]) for e in events]
     rollback = last_move(events)
-    assert rollback["action"] == "rollback", [(e["action"], e["status"], e["reason"]) for e in events]
+    assert rollback["action"] == "rollback", why
     expected = {} if stable == BASE_MODEL else {stable: 100}
     assert dict(rollback["weights"]) == expected
     failed = [e for e in events if (e["action"], e["status"]) == ("canary", "failed")] + [rollback]
